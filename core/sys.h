@@ -1,0 +1,13 @@
+/* sys.h — operating-system services for policy Lua (core.sys):
+ *   now_ms() -> integer wall clock ms        monotonic_ms() -> float
+ *   iso_now() -> "2026-11-21T06:52:02.123Z"  uuid() -> v4 string
+ *   getenv(name)  getpid()  kill(pid, sig) -> bool  sleep_ms(ms)
+ *   mkdir_p(path) -> true | nil, err        rm_rf(path) -> true | nil, err
+ *   listdir(path) -> {names} | nil, err     stat(path) -> {type="file"|"dir", size=, mtime=} | nil
+ *   lock(path) -> fd | nil, err, holder_pid (exclusive flock held for the process's life)
+ *   daemonize(logfile) -> pid in the parent (child continues with 0)
+ *   isatty(fd)
+ */
+#ifndef COGOS_SYS_H
+#define COGOS_SYS_H
+#endif
