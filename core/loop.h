@@ -1,4 +1,13 @@
-/* loop.h — the node's single libuv loop. */
+/* loop.h — the node's single libuv loop.
+ *
+ * Lua API (core.loop):
+ *   run()                     run until stop() or nothing is left to do
+ *   stop()
+ *   timer(ms, repeat_ms, fn) -> handle with :stop()
+ *   on_signal(name, fn)       "SIGINT", "SIGTERM": fn() runs on the loop
+ *   listen(path, fn)          unix socket; fn(data) for every message received
+ *   notify(path, data) -> true | nil, err   (connect, write, close; for other processes)
+ */
 #ifndef COGOS_LOOP_H
 #define COGOS_LOOP_H
 

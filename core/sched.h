@@ -4,6 +4,16 @@
  * yields it with sched_yield_wait and later resumes it with sched_resume;
  * code that only wants to let others go first (a sandbox's forced yield)
  * uses sched_yield_ready and is resumed in the same or the next loop turn.
+ *
+ * Lua API (core.sched):
+ *   spawn(fn, ...)      run fn(...) as a sched coroutine, starting in this loop turn;
+ *                       an error is reported with its traceback on stderr
+ *   sleep(ms)           inside a sched coroutine: yield for ms milliseconds
+ *   in_coroutine()      true inside a sched coroutine
+ *   start(db, run_fn, {node_id=, slots=})   the dispatcher: on every wake, claims runnable
+ *                       processes (db:runnable, db:dispatch) and runs run_fn(run) for each
+ *                       as a coroutine; at most `slots` runs at once
+ *   wake()              same as sched_wake()
  */
 #ifndef COGOS_SCHED_H
 #define COGOS_SCHED_H
