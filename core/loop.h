@@ -16,7 +16,9 @@
 /* The loop every module shares (created on first use). */
 uv_loop_t *loop_get(void);
 
-/* Closes remaining handles and the loop; safe to call when never used. */
+/* Closes remaining handles and the loop; safe to call when never used.
+ * Convention: every handle a module may leave open is malloc'd with the uv
+ * handle as its first member, so this can free it. */
 void loop_close(void);
 
 #endif
