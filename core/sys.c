@@ -159,6 +159,8 @@ static int l_sys_stat (lua_State *L) {
   return 1;
 }
 
+static int write_pid (int fd);
+
 /* An exclusive flock on path, held until the process exits; the file holds our
  * pid so a refusal can name the holder. */
 static int l_sys_lock (lua_State *L) {
@@ -174,9 +176,7 @@ static int l_sys_lock (lua_State *L) {
     lua_pushinteger(L, n > 0 ? atoi(buf) : 0);
     return 3;
   }
-  char buf[32];
-  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
-  if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+  if (write_pid(fd) != 0) {
     close(fd);
     return fail(L, "cannot write", path);
   }
@@ -184,10 +184,23 @@ static int l_sys_lock (lua_State *L) {
   return 1;
 }
 
+static int l_sys_unlock (lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+static int write_pid (int fd) {
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+  return ftruncate(fd, 0) == 0 && pwrite(fd, buf, (size_t)n, 0) == n ? 0 : -1;
+}
+
 /* Detach into the background: the parent gets the child's pid, the child
- * continues with 0, in a new session, stdio on logfile. */
+ * continues with 0, in a new session, stdio on logfile. The child inherits
+ * the lock fd (if given) and writes its own pid there. */
 static int l_sys_daemonize (lua_State *L) {
   const char *log = luaL_checkstring(L, 1);
+  int lockfd = (int)luaL_optinteger(L, 2, -1);
   fflush(NULL);
   pid_t pid = fork();
   if (pid < 0) return fail(L, "cannot fork for", log);
@@ -196,6 +209,7 @@ static int l_sys_daemonize (lua_State *L) {
     return 1;
   }
   setsid();
+  if (lockfd >= 0 && write_pid(lockfd) != 0) _exit(1);
   int in = open("/dev/null", O_RDONLY);
   int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (in >= 0) dup2(in, 0);
@@ -223,7 +237,8 @@ int sys_luaopen (lua_State *L) {
     {"kill", l_sys_kill},         {"sleep_ms", l_sys_sleep_ms},
     {"mkdir_p", l_sys_mkdir_p},   {"rm_rf", l_sys_rm_rf},
     {"listdir", l_sys_listdir},   {"stat", l_sys_stat},
-    {"lock", l_sys_lock},         {"daemonize", l_sys_daemonize},
+    {"lock", l_sys_lock},         {"unlock", l_sys_unlock},
+    {"daemonize", l_sys_daemonize},
     {"isatty", l_sys_isatty},     {NULL, NULL},
   };
   luaL_newlib(L, fns);

@@ -4,8 +4,10 @@
  *   getenv(name)  getpid()  kill(pid, sig) -> bool  sleep_ms(ms)
  *   mkdir_p(path) -> true | nil, err        rm_rf(path) -> true | nil, err
  *   listdir(path) -> {names} | nil, err     stat(path) -> {type="file"|"dir", size=, mtime=} | nil
- *   lock(path) -> fd | nil, err, holder_pid (exclusive flock held for the process's life)
- *   daemonize(logfile) -> pid in the parent (child continues with 0)
+ *   lock(path) -> fd | nil, err, holder_pid (exclusive flock held until unlock or exit;
+ *                  the file holds the holder's pid)          unlock(fd)
+ *   daemonize(logfile [, lockfd]) -> pid in the parent (child continues with 0 and
+ *                  writes its pid into lockfd)
  *   isatty(fd)
  */
 #ifndef COGOS_SYS_H

@@ -3,7 +3,7 @@
 -- Specs use describe/it/before_each/after_each and assert.* below.
 -- Ends with "N passed, N failed".
 
-package.path = "tests/spec/?.lua;tests/?.lua;" .. package.path
+package.path = "tests/spec/?.lua;tests/e2e/?.lua;" .. package.path
 
 local passed, failed = 0, 0
 local befores, afters, path = {}, {}, {}

@@ -1,0 +1,16 @@
+-- cogos.log — the node's log: one timestamped line per event on stdout.
+
+local core = require "cogos.core"
+
+local M = {}
+
+---Prints one line: "[HH:MM:SS.mmm] message" (string.format arguments).
+function M.info(fmt, ...)
+  local iso = core.sys.iso_now()
+  io.stdout:write("[", iso:sub(12, 23), "] ", string.format(fmt, ...), "\n")
+  io.stdout:flush()
+end
+
+function M.short(id) return id and tostring(id):sub(1, 8) or "-" end
+
+return M

@@ -1,0 +1,68 @@
+-- A running node: the stock image's demo daemon wakes on a message, thinks
+-- (scripted provider), acts through run_code, and everything is recorded.
+
+local harness = require "harness"
+
+describe("the node", function()
+  local w
+  before_each(function() w = harness.world() end)
+  after_each(function() w:close() end)
+
+  it("runs the demo daemon end to end with the scripted provider", function()
+    w:boot()
+    local st = w:ok("cogos status --json")
+    assert.equal(true, st.running)
+    local sent = w:ok([[cogos channel send demo:inbox --payload '{"text":"hello"}' --json]])
+    assert.equal(1, sent.deliveries)
+    local runs = w:wait_runs(1)
+    local run = runs[1]
+    assert.equal("completed", run.status, run.error)
+    assert.truthy(run.tokens_in > 0 and run.tokens_out > 0, "tokens recorded")
+    assert.truthy(math.type(run.duration_ms) == "integer")
+    assert.equal("hello", w:ok("cogos file get demo/last.md"))
+    local replies = w:ok("cogos channel read demo:outbox --json")
+    assert.equal(1, #replies)
+    assert.equal("echo: hello", replies[1].payload.text)
+    assert.equal(1, replies[1].payload.version)
+    local shown = w:ok("cogos run show " .. run.id .. " --json")
+    assert.equal(run.id, shown.id)
+    -- a second message makes a second run and a second version
+    w:ok([[cogos channel send demo:inbox --payload '{"text":"again"}']])
+    w:wait_runs(2)
+    assert.equal(2, #w:ok("cogos file history demo/last.md --json"))
+    assert.equal("waiting", w:ok("cogos process get demo --json").status)
+  end)
+
+  it("refuses a second start of a running cogent", function()
+    w:boot()
+    local code, _, err = w:run("cogos start")
+    assert.equal(1, code)
+    assert.match("already running", err)
+    w:ok("cogos stop")
+    w.started = false
+    local code2, _, err2 = w:run("cogos stop")
+    assert.equal(1, code2)
+    assert.match("not running", err2)
+  end)
+
+  it("runs lua processes with their grants and scopes", function()
+    w:boot()
+    w:ok([[cogos process create writer --executor lua --capability 'files:{"prefix":"out/"}']]
+      .. [[ --content 'assert(files.write("out/x.txt", "from lua")); print(select(2, pcall(files.write, "etc/x", "no")))']])
+    local runs = w:wait_runs(1)
+    assert.equal("completed", runs[1].status, runs[1].error)
+    assert.equal("from lua", w:ok("cogos file get out/x.txt"))
+    assert.match("permission denied", w:ok("cogos run show " .. runs[1].id .. " --json").result.output)
+    assert.equal("completed", w:ok("cogos process get writer --json").status)
+    local code = w:run("cogos file get etc/x")
+    assert.equal(1, code)
+  end)
+
+  it("records a failing run with its error", function()
+    w:boot()
+    w:ok([[cogos process create broken --executor lua --content 'error("it broke")']])
+    local runs = w:wait_runs(1)
+    assert.equal("failed", runs[1].status)
+    assert.match("it broke", runs[1].error)
+  end)
+end)
