@@ -67,6 +67,7 @@ int host_pcall (lua_State *L, int nargs, int nresults) {
 lua_State *host_new (const char *root) {
   lua_State *L = luaL_newstate();
   if (L == NULL) return NULL;
+  memset(lua_getextraspace(L), 0, LUA_EXTRASPACE); /* copied into every thread */
   luaL_openlibs(L);
   lua_getglobal(L, "package");
   lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua", root, root);

@@ -17,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A full userdata whose user value is its thread, so both live and die with
+ * the node state (a task still waiting at exit is freed by lua_close). */
 typedef struct sched_task {
   lua_State *co;
-  int ref;       /* anchors the thread in the registry */
+  int ref;       /* anchors the task (and so its thread) in the registry */
   int nargs;     /* values waiting on co for the next resume */
   int is_run;    /* a dispatched run: frees a slot when it ends */
   int started;
@@ -74,7 +76,6 @@ static void task_end (sched_task *t) {
     S.running--;
     sched_wake(); /* a slot is free, and the run may have left more work */
   }
-  free(t);
 }
 
 /* Resumes t with the values already on its stack and files it by outcome. */
@@ -111,13 +112,11 @@ void sched_resume (lua_State *co, int nargs) {
 }
 
 /* Creates a task from the function and nargs arguments on top of L's stack. */
-static sched_task *task_new (lua_State *L, int nargs, int is_run) {
-  sched_task *t = calloc(1, sizeof *t);
-  if (t == NULL) {
-    luaL_error(L, "out of memory"); /* may raise */
-    return NULL;
-  }
+static sched_task *task_new (lua_State *L, int nargs, int is_run) { /* may raise */
+  sched_task *t = lua_newuserdatauv(L, sizeof *t, 1);
+  memset(t, 0, sizeof *t);
   lua_State *co = lua_newthread(L);
+  lua_setiuservalue(L, -2, 1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   t->co = co;
   t->is_run = is_run;
@@ -294,6 +293,8 @@ int sched_luaopen (lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S.L = lua_tothread(L, -1);
   lua_pop(L, 1);
+  /* Threads copy the main thread's extra space: NULL means "not a task". */
+  *(sched_task **)lua_getextraspace(S.L) = NULL;
   luaL_newlib(L, fns);
   return 1;
 }
