@@ -1,0 +1,40 @@
+local prompt = require "cogos.prompt"
+
+local files = {
+  ["a.md"] = "A says @{b.md} and @{secret/x}",
+  ["b.md"] = "B includes @{a.md} and @{missing.md}",
+  ["secret/x"] = "hidden",
+}
+local db = { file_get = function(_, key)
+  local c = files[key]
+  if c then return { key = key, content = c } end
+  return nil, "unknown file '" .. key .. "'"
+end }
+
+local mod = { description = "Files.", methods = { read = { doc = "read(key)", op = "read", fn = print } } }
+local grants = { { name = "files", type = "files", config = { prefix = "", ops = { "read" } }, module = mod } }
+local narrow = { { name = "files", type = "files", config = { prefix = "a", ops = { "read" } }, module = mod } }
+local writeonly = { { name = "files", type = "files", config = { ops = { "write" } }, module = mod } }
+
+describe("prompt", function()
+  it("expands readable references recursively and marks cycles and missing files", function()
+    local text = prompt.expand(db, grants, "start @{a.md}")
+    assert.match("^start %-%-%- a%.md %-%-%-\nA says %-%-%- b%.md %-%-%-\nB includes %[circular include: a%.md%]", text)
+    assert.match("%[include not found: missing%.md%]", text)
+    assert.match("%-%-%- secret/x %-%-%-\nhidden", text)
+  end)
+
+  it("leaves references no read grant covers as written", function()
+    local text = prompt.expand(db, narrow, "@{a.md}")
+    assert.match("@{b%.md}", text)
+    assert.match("@{secret/x}", text)
+    assert.equal("@{a.md}", prompt.expand(db, writeonly, "@{a.md}"))
+    assert.equal("@{a.md}", prompt.expand(db, {}, "@{a.md}"))
+  end)
+
+  it("ends the system prompt with the capabilities' help", function()
+    local s = prompt.system(db, { content = "Do things." }, grants)
+    assert.match("^Do things%.\n\n%-%-%- Capabilities %-%-%-\n\nfiles: Files%.\n  files%.read%(key%)", s)
+    assert.match("You are a cogos process", prompt.system(db, { content = "" }, {}))
+  end)
+end)
