@@ -224,6 +224,14 @@ static int l_sys_daemonize (lua_State *L) {
   return 1;
 }
 
+static int l_sys_exe (lua_State *L) {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
 static int l_sys_isatty (lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
@@ -239,7 +247,8 @@ int sys_luaopen (lua_State *L) {
     {"listdir", l_sys_listdir},   {"stat", l_sys_stat},
     {"lock", l_sys_lock},         {"unlock", l_sys_unlock},
     {"daemonize", l_sys_daemonize},
-    {"isatty", l_sys_isatty},     {NULL, NULL},
+    {"isatty", l_sys_isatty},     {"exe", l_sys_exe},
+    {NULL, NULL},
   };
   luaL_newlib(L, fns);
   return 1;

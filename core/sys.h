@@ -8,7 +8,7 @@
  *                  the file holds the holder's pid)          unlock(fd)
  *   daemonize(logfile [, lockfd]) -> pid in the parent (child continues with 0 and
  *                  writes its pid into lockfd)
- *   isatty(fd)
+ *   isatty(fd)   exe() -> path of the running binary
  */
 #ifndef COGOS_SYS_H
 #define COGOS_SYS_H

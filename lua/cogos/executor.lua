@@ -101,7 +101,8 @@ function Run:search(query, limit)
   for _, g in ipairs(self.grants) do
     local text = (g.name .. " " .. g.type .. " " .. (g.description or "")):lower()
     if query == "" or text:find(query, 1, true) then
-      found[#found + 1] = { name = g.name, type = g.type, description = g.description, help = caps.help(g.name, g.module) }
+      found[#found + 1] = { name = g.name, type = g.type, description = g.description,
+        help = caps.help(g.name, g.module) }
       if #found >= limit then break end
     end
   end

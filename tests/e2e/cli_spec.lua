@@ -46,7 +46,7 @@ describe("cogtainer and cogent", function()
   end)
 
   it("refuses bad input with one line and exit codes 1 and 2", function()
-    local code, out, err = w:run("cogtainer create dev --type nonsense")
+    local code, out, err, _ = w:run("cogtainer create dev --type nonsense")
     assert.equal(2, code)
     assert.match("must be one of local", err)
     assert.equal("", out)
@@ -93,7 +93,7 @@ describe("cogos commands on a cogent", function()
     assert.equal("hi", got.content)
     local found = false
     for _, h in ipairs(w:ok("cogos handler list --process p1 --json")) do
-      found = found or h.channel_name == "jobs:new"
+      found = found or (h.channel == "jobs:new" and h.process_name == "p1")
     end
     assert.truthy(found, "handler on jobs:new")
     code, _, err = w:run("cogos process create p2 --mode sometimes")

@@ -10,7 +10,8 @@ local SCRIPT = {
         { type = "text", text = "Acting." },
         { type = "tool_use", name = "run_code", input = {
           code = "local w = assert(files.write('demo/last.md', 'via ' .. event.payload.text))\n"
-            .. "assert(channels.send('demo:outbox', {text = 'done', version = w.version}))\nprint('ok ' .. w.version)" } },
+            .. "assert(channels.send('demo:outbox', {text = 'done', version = w.version}))\n"
+            .. "print('ok ' .. w.version)" } },
       },
       usage = { input_tokens = 120, output_tokens = 30 },
     },

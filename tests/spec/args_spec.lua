@@ -12,7 +12,8 @@ describe("cli.args.parse", function()
     aliases = { t = "tag" }, choices = { mode = { "a", "b" } } }
 
   it("parses flags in both spellings, lists and positionals", function()
-    local o, pos = args.parse({ "name", "--json", "--n=3", "--p", "1.5", "-t", "x", "--tag", "y", "--mode", "b" }, 1, spec)
+    local argv = { "name", "--json", "--n=3", "--p", "1.5", "-t", "x", "--tag", "y", "--mode", "b" }
+    local o, pos = args.parse(argv, 1, spec)
     assert.same({ "name" }, pos)
     assert.equal(true, o.json)
     assert.equal(3, o.n)

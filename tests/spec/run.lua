@@ -61,7 +61,11 @@ assert = setmetatable({
     end
     return err
   end,
-}, { __call = function(_, v, msg, ...) if not v then fail(msg or "assertion failed") end return v, msg, ... end })
+}, { __call = function(_, ...)
+  local v, msg = ...
+  if not v then fail(msg or "assertion failed") end
+  return ...
+end })
 
 function describe(name, fn)
   path[#path + 1] = name

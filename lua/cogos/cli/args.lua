@@ -29,7 +29,8 @@ end
 
 ---@param argv string[] arguments
 ---@param first integer index of the first argument that belongs to this command
----@param spec table {usage=, flags={name="bool"|"string"|"number"|"integer"|"list"}, aliases={}, min=, max=, choices={flag={...}}}
+---@param spec table {usage=, flags={name="bool"|"string"|"number"|"integer"|"list"}, aliases={},
+---  min=, max=, choices={flag={...}}}
 ---@return table opts, string[] positionals
 function M.parse(argv, first, spec)
   local opts, pos = {}, {}

@@ -26,7 +26,9 @@ commands.create = { help = "create a cogent", fn = function(argv, i, p)
   end
   local tname, entry = config.cogtainer(o.cogtainer)
   local t = config.paths(tname, entry, name)
-  if core.sys.stat(t.db_path) then args.fail("cogent '" .. name .. "' already exists in cogtainer '" .. tname .. "'") end
+  if core.sys.stat(t.db_path) then
+    args.fail("cogent '" .. name .. "' already exists in cogtainer '" .. tname .. "'")
+  end
   local ok, err = core.sys.mkdir_p(t.dir .. "/logs")
   if not ok then args.fail(err) end
   local db, derr = core.store.open(t.db_path)

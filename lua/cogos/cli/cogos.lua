@@ -28,6 +28,19 @@ end
 
 local function array(t) return setmetatable(t, json.array_mt) end
 
+-- Adds process_name to rows that carry a process id, for people and scripts.
+local function with_process_names(db, rows)
+  local names = {}
+  for _, r in ipairs(rows) do
+    if r.process and names[r.process] == nil then
+      local p = db:process_get(r.process)
+      names[r.process] = p and p.name or false
+    end
+    r.process_name = names[r.process] or nil
+  end
+  return rows
+end
+
 local function parse_json_object(text, what)
   local v, err = json.decode(text)
   if v == nil then args.fail("malformed JSON " .. what .. ": " .. err) end
@@ -106,9 +119,10 @@ process.get = { help = "show one process", fn = function(argv, i, p)
   if o.json then return out.json(row) end
   out.record(row, { "id", "name", "status", "mode", "executor", "model", "priority", "created_at", "updated_at" })
   for _, g in ipairs(row.capabilities) do
-    print("grant " .. g.name .. " (" .. g.capability .. ")" .. (next(g.config or {}) and (" " .. json.encode(g.config)) or ""))
+    local scope = next(g.config or {}) and (" " .. json.encode(g.config)) or ""
+    print("grant " .. g.name .. " (" .. g.capability .. ")" .. scope)
   end
-  for _, h in ipairs(row.handlers) do print("handler " .. (h.channel_name or h.channel or "?")) end
+  for _, h in ipairs(row.handlers) do print("handler " .. h.channel) end
   print("content:\n" .. (row.content or ""))
 end }
 
@@ -252,9 +266,9 @@ handler.list = { help = "list handlers", fn = function(argv, i, p)
   local db = open()
   local pid
   if o.process then pid = ok_or_fail(db:process_get(o.process)).id end
-  local rows = db:handler_list({ process = pid })
+  local rows = with_process_names(db, db:handler_list({ process = pid }))
   if o.json then return out.json(array(rows)) end
-  out.table(rows, { "id", "process_name", "channel_name", "enabled" })
+  out.table(rows, { "id", "process_name", "channel", "enabled" })
 end }
 
 handler.add = { help = "subscribe a process to a channel", fn = function(argv, i, p)
@@ -290,7 +304,7 @@ run.list = { help = "list runs, newest first", fn = function(argv, i, p)
     flags = { process = "string", limit = "integer", json = "bool" } })
   local db = open()
   if o.process then ok_or_fail(db:process_get(o.process)) end
-  local rows = db:run_list({ process = o.process, limit = o.limit or 20 })
+  local rows = with_process_names(db, db:run_list({ process = o.process, limit = o.limit or 20 }))
   if o.json then return out.json(array(rows)) end
   out.table(rows, RUN_COLS)
 end }
@@ -298,7 +312,7 @@ end }
 run.show = { help = "show one run", fn = function(argv, i, p)
   local o, pos = args.parse(argv, i, { usage = p .. " ID [--json]", min = 1, max = 1, flags = { json = "bool" } })
   local db = open()
-  local r = ok_or_fail(db:run_get(pos[1]))
+  local r = with_process_names(db, { ok_or_fail(db:run_get(pos[1])) })[1]
   if o.json then return out.json(r) end
   out.record(r, { "id", "process_name", "status", "tokens_in", "tokens_out", "cost_usd", "duration_ms",
     "model_version", "error", "message", "created_at", "completed_at" })
