@@ -59,6 +59,29 @@ describe("the node", function()
     assert.equal(1, code)
   end)
 
+  it("keeps serving while a runaway process spins, then stops it", function()
+    w:boot()
+    w:ok("cogos process create spin --executor lua --max-duration-ms 1500 --content 'while true do end'")
+    w.wait(function()
+      for _, r in ipairs(w:runs()) do if r.process_name == "spin" then return true end end
+    end, 5000, "the spinning run to start")
+    w:ok([[cogos channel send demo:inbox --payload '{"text":"meanwhile"}']])
+    local demo = w.wait(function()
+      for _, r in ipairs(w:runs()) do
+        if r.process_name == "demo" and r.status ~= "running" then return r end
+      end
+    end, 5000, "the demo run to finish while spin runs")
+    assert.equal("completed", demo.status, demo.error)
+    local spin = w.wait(function()
+      for _, r in ipairs(w:runs()) do
+        if r.process_name == "spin" and r.status ~= "running" then return r end
+      end
+    end, 10000, "the spinning run to be stopped")
+    assert.equal("failed", spin.status)
+    assert.truthy(spin.error:find("instruction budget exhausted", 1, true)
+      or spin.error:find("deadline exceeded", 1, true), spin.error)
+  end)
+
   it("records a failing run with its error", function()
     w:boot()
     w:ok([[cogos process create broken --executor lua --content 'error("it broke")']])
