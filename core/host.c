@@ -35,10 +35,14 @@ const char *host_root (void) {
     char *slash = strrchr(exe, '/');
     if (slash) {
       *slash = '\0';
-      char up[PATH_MAX];
-      if (snprintf(up, sizeof up, "%s/..", exe) < (int)sizeof up && has_main(up) &&
-          realpath(up, root_buf))
-        return root_buf;
+      /* the source tree (build/cogos), then a relocated install (bin/cogos) */
+      static const char *const rel[] = {"/..", "/../share/cogos"};
+      for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+        char up[PATH_MAX];
+        if (snprintf(up, sizeof up, "%s%s", exe, rel[i]) < (int)sizeof up && has_main(up) &&
+            realpath(up, root_buf))
+          return root_buf;
+      }
     }
   }
   snprintf(root_buf, sizeof root_buf, "%s", COGOS_DATADIR);

@@ -17,7 +17,8 @@ int host_pcall(lua_State *L, int nargs, int nresults);
 int host_traceback(lua_State *L);
 
 /* Finds the folder holding lua/, capabilities/ and images/: $COGOS_ROOT,
- * then <exe dir>/.. when it holds lua/cogos/main.lua, then COGOS_DATADIR. */
+ * then <exe dir>/.. or <exe dir>/../share/cogos when it holds
+ * lua/cogos/main.lua, then COGOS_DATADIR. */
 const char *host_root(void);
 
 #endif

@@ -240,6 +240,8 @@ static void sleep_done (uv_timer_t *h) {
 static int l_sched_sleep (lua_State *L) {
   lua_Integer ms = luaL_checkinteger(L, 1);
   if (!sched_can_yield(L)) return luaL_error(L, "sleep: not inside a sched coroutine");
+  /* A 0 ms timer restarted from timer callbacks would keep the timer phase busy. */
+  if (ms <= 0) return sched_yield_ready(L, 0, NULL);
   uv_timer_t *h = malloc(sizeof *h);
   if (h == NULL) return luaL_error(L, "out of memory");
   uv_timer_init(loop_get(), h);
