@@ -34,7 +34,7 @@ void json_buf_free(json_buf *b);
 int json_encode(lua_State *L, int idx, json_buf *out, unsigned flags, char *err, size_t errlen);
 
 /* Decodes s[0..len). Returns 1 with the value pushed, or 0 with an error
- * message pushed ("bad JSON at 1:14: expected ':'"). Raises only on OOM. */
+ * message pushed ("bad JSON at line 1 col 14: expected ':'"). Raises only on OOM. */
 int json_decode(lua_State *L, const char *s, size_t len);
 
 /* The light userdata that stands for null. */

@@ -1,0 +1,300 @@
+/* store_int.h — shared by the store's files: the store record, the driver
+ * interface, the statement cache, transactions, rows and small helpers.
+ * Nothing here is part of the Lua API; store.h is. */
+#ifndef COGOS_STORE_INT_H
+#define COGOS_STORE_INT_H
+
+#include "json.h"
+#include "store.h"
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* {============ driver interface */
+
+enum { STORE_DONE = 0, STORE_ROW = 1, STORE_ERR = -1 };           /* step results */
+enum { STORE_TNULL, STORE_TINT, STORE_TFLOAT, STORE_TTEXT };      /* column types */
+
+typedef struct store_stmt store_stmt; /* a driver's prepared statement */
+
+typedef struct store_driver {
+  const char *name;
+  /* Opens path into s->db; on failure returns -1 with a message in s->err. */
+  int (*open)(store_t *s, const char *path, int sync_full);
+  void (*close)(store_t *s);
+  /* SQL uses `?` placeholders; a driver may rewrite them (PostgreSQL: $n). */
+  store_stmt *(*prepare)(store_t *s, const char *sql);
+  void (*finalize)(store_stmt *st);
+  /* Text is not copied: it must stay valid until the statement is stepped. */
+  void (*bind_null)(store_stmt *st, int i);
+  void (*bind_int)(store_stmt *st, int i, int64_t v);
+  void (*bind_float)(store_stmt *st, int i, double v);
+  void (*bind_text)(store_stmt *st, int i, const char *v, size_t n);
+  int (*step)(store_stmt *st); /* STORE_ROW, STORE_DONE or STORE_ERR */
+  void (*reset)(store_stmt *st);
+  int (*column_count)(store_stmt *st);
+  const char *(*column_name)(store_stmt *st, int i);
+  int (*column_type)(store_stmt *st, int i);
+  int64_t (*column_int)(store_stmt *st, int i);
+  double (*column_float)(store_stmt *st, int i);
+  const char *(*column_text)(store_stmt *st, int i, size_t *len);
+  int64_t (*changes)(store_t *s); /* rows changed by the last statement */
+  int (*exec)(store_t *s, const char *sql); /* a script of statements; 0 or -1 */
+  int (*begin)(store_t *s);                 /* outermost transaction (a write lock) */
+  int (*commit)(store_t *s);
+  int (*rollback)(store_t *s);
+  const char *(*errmsg)(store_t *s);
+} store_driver;
+
+const store_driver *store_sqlite_driver(void);
+
+/* }============ */
+
+#define STORE_ID_LEN 36  /* a UUID in text form */
+#define STORE_TS_LEN 24  /* 2026-11-21T06:52:02.123Z */
+#define STORE_QCAP 512   /* statement cache slots (open addressing) */
+#define STORE_MAX_NEST 64
+
+/* One cached statement, keyed by the address of its SQL text. */
+typedef struct store_q {
+  const char *sql;
+  store_stmt *st;
+  unsigned char *kinds; /* per column: how a row value becomes Lua (computed once) */
+  int ncol;
+  int active;           /* stepped and not yet reset */
+} store_q;
+
+typedef char store_id[STORE_ID_LEN + 1];
+
+/* A process as the rules see it. */
+typedef struct store_proc {
+  store_id id;
+  char status[16];
+  char mode[16];
+  int64_t epoch, retry_count, max_retries, retry_backoff_ms;
+  int has_backoff;
+} store_proc;
+
+struct store {
+  const store_driver *drv;
+  void *db;
+  store_q cache[STORE_QCAP];
+  int nactive;       /* statements stepped and not reset */
+  int depth;         /* transaction nesting */
+  int op_depth;      /* depth of the rule in progress; nonzero after a Lua error inside one */
+  size_t wake_mark[STORE_MAX_NEST + 1];
+  store_id *woken;   /* processes made runnable, called back after the outermost commit */
+  size_t nwoken, capwoken;
+  int flushing;
+  store_wake_fn wake;
+  void *wake_ud;
+  int64_t epoch;
+  int epoch_known;
+  json_buf jb;       /* scratch for JSON columns */
+  /* Generated SQL for the tables written field by field (see store_table). */
+  char *gen_sql;
+  const char *sql_proc_insert, *sql_proc_update, *sql_proc_by_name, *sql_proc_by_id;
+  const char *sql_cap_insert, *sql_cap_update, *sql_cap_by_name, *sql_cap_all;
+  /* time and id generators */
+  int64_t ts_sec;
+  char ts_prefix[24];
+  uint64_t rng[4];
+  int64_t uuid_ms;
+  uint64_t uuid_hi, uuid_lo;
+  char err[512];
+};
+
+/* {============ statements (store.c) */
+
+/* The cached statement for sql (a string with static storage), reset and
+ * ready to bind; NULL with s->err set when it cannot be prepared. */
+store_q *store_q_get(store_t *s, const char *sql);
+int store_step(store_t *s, store_q *q);   /* STORE_ROW / STORE_DONE / STORE_ERR (s->err) */
+void store_reset(store_t *s, store_q *q);
+int store_exec_q(store_t *s, store_q *q); /* step to the end and reset: 0 or -1 */
+int64_t store_changes(store_t *s);
+int store_fail_sql(store_t *s);           /* copies the driver's message to s->err, returns -1 */
+int store_failf(store_t *s, const char *fmt, ...);
+
+void store_bind_text(store_t *s, store_q *q, int i, const char *v); /* NULL binds NULL */
+void store_bind_ltext(store_t *s, store_q *q, int i, const char *v, size_t n);
+void store_bind_int(store_t *s, store_q *q, int i, int64_t v);
+void store_bind_float(store_t *s, store_q *q, int i, double v);
+void store_bind_null(store_t *s, store_q *q, int i);
+
+int store_col_type(store_t *s, store_q *q, int i);
+int64_t store_col_int(store_t *s, store_q *q, int i);
+double store_col_float(store_t *s, store_q *q, int i);
+const char *store_col_text(store_t *s, store_q *q, int i, size_t *len); /* NULL when NULL */
+void store_col_copy(store_t *s, store_q *q, int i, char *out, size_t outlen);
+
+/* Pushes the current row as a table (JSON columns decoded, flags as booleans,
+ * NULL columns absent). */
+void store_push_row(store_t *s, lua_State *L, store_q *q);
+/* Steps q to the end, pushing an array of rows; resets q. 0 or -1. */
+int store_push_rows(store_t *s, lua_State *L, store_q *q);
+/* Steps q once: pushes the row and returns 1, or returns 0 (no row) / -1; resets q. */
+int store_push_one(store_t *s, lua_State *L, store_q *q);
+
+/* }============ */
+
+/* {============ transactions (store.c) */
+
+int store_begin(store_t *s);    /* outermost: BEGIN; nested: a savepoint */
+int store_commit(store_t *s);   /* the outermost commit runs the wake callbacks */
+int store_rollback(store_t *s);
+
+/* A rule is one transaction: op_begin, then op_commit or op_abort. If a Lua
+ * error escapes in between, store_guard rolls the rule back on the next call. */
+int store_op_begin(store_t *s);
+int store_op_commit(store_t *s);
+void store_op_abort(store_t *s);
+void store_guard(store_t *s);
+
+int store_wake_add(store_t *s, const char *process_id);
+
+/* }============ */
+
+/* {============ helpers (store.c) */
+
+void store_now(store_t *s, char out[STORE_TS_LEN + 1]);
+void store_ts_add_ms(const char *ts, int64_t ms, char out[STORE_TS_LEN + 1]);
+void store_uuid(store_t *s, char out[STORE_ID_LEN + 1]);
+int store_is_uuid(const char *v, size_t n);
+/* The current epoch, -1 on error. Cached: meta_set('epoch'), wipe, migrate
+ * and rollbacks drop the cache; another node's reboot is seen after reopen. */
+int64_t store_epoch(store_t *s);
+
+/* Pushes nil, s->err and returns 2: the "expected failure" return of a method. */
+int store_push_fail(store_t *s, lua_State *L);
+/* Encodes the value at idx into s->jb from offset 0. 0, or -1 with s->err
+ * prefixed by what ("payload: cannot encode ..."). */
+int store_json(store_t *s, lua_State *L, int idx, const char *what);
+/* Appends the encoding to s->jb (which may move: keep offsets, not pointers). */
+int store_json_add(store_t *s, lua_State *L, int idx, const char *what, size_t *off, size_t *len);
+
+/* Looks a process up by id (when v looks like one) or by name in the current
+ * epoch: 1 found, 0 not found (s->err "unknown process 'x'"), -1 error. */
+int store_proc_find(store_t *s, const char *v, store_proc *p);
+int store_proc_by_id(store_t *s, const char *id, store_proc *p); /* same, by id only */
+/* Sets a process's status with the runnable_since rule; records a wake-up when
+ * it becomes runnable. retry_at is cleared unless given. */
+int store_proc_set(store_t *s, const store_proc *p, const char *status, const char *retry_at,
+                   int64_t retry_count, const char *now);
+int store_valid_status(const char *status);
+
+/* Channel id by name: 1, 0 (s->err "unknown channel 'x'"), -1. */
+int store_chan_find(store_t *s, const char *name, store_id id);
+
+/* Lua field helpers for option tables: raise on a wrong type. */
+const char *store_opt_string(lua_State *L, int t, const char *field, const char *def);
+int64_t store_opt_int(lua_State *L, int t, const char *field, int64_t def, int *given);
+int store_opt_bool(lua_State *L, int t, const char *field, int def);
+
+/* }============ */
+
+/* {============ field-by-field writes (store_table.c) */
+
+enum { STORE_KTEXT = 'T', STORE_KINT = 'I', STORE_KREAL = 'R', STORE_KBOOL = 'B', STORE_KJSON = 'J' };
+
+typedef struct store_col {
+  const char *name;
+  char kind;
+  char settable;   /* callers may set it; else only the rules do */
+  const char *def; /* default for a new row in text form; NULL: SQL NULL */
+} store_col;
+
+typedef struct store_val {
+  int state;       /* STORE_VABSENT, STORE_VNULL, STORE_VINT, STORE_VFLOAT, STORE_VTEXT */
+  int64_t i;
+  double f;
+  const char *s;
+  size_t n;
+  size_t jb_off;   /* JSON text lives in s->jb until every field is encoded */
+  int in_jb;
+} store_val;
+
+enum { STORE_VABSENT, STORE_VNULL, STORE_VINT, STORE_VFLOAT, STORE_VTEXT };
+
+typedef struct store_table {
+  const char *name;
+  const store_col *cols;
+  int ncols;
+} store_table;
+
+extern const store_table store_process_table, store_capability_table;
+
+/* Reads the fields of the Lua table at idx into vals (raises on unknown or
+ * unsettable fields and wrong types; -1 with s->err when a JSON field does not
+ * encode). skip names one field handled by the caller (may be NULL). */
+int store_vals_from_lua(store_t *s, lua_State *L, int idx, const store_table *t, store_val *vals,
+                        const char *what, const char *skip);
+/* Fills every absent field from column i of the current row of q. */
+void store_vals_merge(store_t *s, const store_table *t, store_val *vals, store_q *q);
+/* Fills every absent field with its default. */
+void store_vals_defaults(const store_table *t, store_val *vals);
+void store_val_text(store_val *v, const char *text); /* NULL: SQL NULL */
+void store_val_int(store_val *v, int64_t i);
+/* Binds vals[from..ncols) then vals[0..from) starting at parameter 1. */
+void store_vals_bind(store_t *s, store_q *q, const store_table *t, store_val *vals, int from);
+int store_col_index(const store_table *t, const char *name);
+/* Pushes vals as the row they were written as (the same table a read returns). */
+void store_vals_push(lua_State *L, const store_table *t, const store_val *vals);
+/* Builds the INSERT/UPDATE/SELECT texts of both tables into s->gen_sql. */
+int store_table_sql(store_t *s);
+
+/* }============ */
+
+/* {============ migrations (store_schema.c) */
+
+int store_migrate(store_t *s, int *version);
+/* Deletes every row, keeps the schema version, sets the epoch to 0. */
+int store_wipe(store_t *s);
+
+/* }============ */
+
+/* {============ methods: each pushes its results and returns how many (store_*.c) */
+
+int store_m_process_upsert(store_t *s, lua_State *L, int t);
+int store_m_process_get(store_t *s, lua_State *L, const char *name_or_id);
+int store_m_process_list(store_t *s, lua_State *L, int t);
+int store_m_process_set_status(store_t *s, lua_State *L, const char *id, const char *status);
+int store_m_process_disable(store_t *s, lua_State *L, const char *id);
+int store_m_capability_upsert(store_t *s, lua_State *L, int t);
+int store_m_capability_get(store_t *s, lua_State *L, const char *name);
+int store_m_capability_list(store_t *s, lua_State *L);
+int store_m_grant_add(store_t *s, lua_State *L, const char *process, int t);
+int store_m_grants(store_t *s, lua_State *L, const char *process);
+
+int store_m_channel_create(store_t *s, lua_State *L, const char *name, int t);
+int store_m_channel_get(store_t *s, lua_State *L, const char *name);
+int store_m_channel_list(store_t *s, lua_State *L);
+int store_m_send(store_t *s, lua_State *L, const char *channel, int payload, int t);
+int store_m_messages(store_t *s, lua_State *L, const char *channel, int t);
+int store_m_handler_add(store_t *s, lua_State *L, const char *process, const char *channel);
+int store_m_handler_remove(store_t *s, lua_State *L, const char *id);
+int store_m_handler_list(store_t *s, lua_State *L, int t);
+
+int store_m_runnable(store_t *s, lua_State *L, int64_t limit);
+int store_m_dispatch(store_t *s, lua_State *L, const char *process, const char *node_id);
+int store_m_run_finish(store_t *s, lua_State *L, const char *run_id, int t);
+int store_m_recover(store_t *s, lua_State *L, const char *node_id);
+int store_m_run_get(store_t *s, lua_State *L, const char *id);
+int store_m_run_list(store_t *s, lua_State *L, int t);
+
+int store_m_file_write(store_t *s, lua_State *L, const char *key, int content, int t);
+int store_m_file_get(store_t *s, lua_State *L, const char *key);
+int store_m_file_list(store_t *s, lua_State *L, int t);
+int store_m_file_history(store_t *s, lua_State *L, const char *key);
+int store_m_file_delete(store_t *s, lua_State *L, const char *key);
+
+int store_m_meta_get(store_t *s, lua_State *L, const char *key);
+int store_m_meta_set(store_t *s, lua_State *L, const char *key, const char *value);
+
+/* }============ */
+
+store_t *store_open(const char *path, int sync_full, char *err, size_t errlen);
+void store_close(store_t *s);
+
+#endif
