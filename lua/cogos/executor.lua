@@ -150,6 +150,9 @@ function Run:converse(llm_settings)
       if b.type == "tool_use" then calls[#calls + 1] = b end
     end
     if response.stop_reason ~= "tool_use" or #calls == 0 then
+      if text ~= "" then
+        log.info("run %s %s says: %s", log.short(self.run.id), self.process.name, log.excerpt(text))
+      end
       self:publish("stdout", text)
       self.final = text
       return
@@ -158,8 +161,8 @@ function Run:converse(llm_settings)
     local results = {}
     for i, call in ipairs(calls) do
       local output, is_error = self:call_tool(call)
-      log.info("run %s %s: turn %d tool %s%s", log.short(self.run.id), self.process.name, turn,
-        tostring(call.name), is_error and " (error)" or "")
+      log.info("run %s %s: turn %d %s%s -> %s", log.short(self.run.id), self.process.name, turn,
+        tostring(call.name), is_error and " (error)" or "", log.excerpt(output))
       results[i] = { type = "tool_result", tool_use_id = call.id, content = output, is_error = is_error or nil }
     end
     request.messages[#request.messages + 1] = { role = "user", content = results }

@@ -11,6 +11,13 @@ function M.info(fmt, ...)
   io.stdout:flush()
 end
 
+---The first line of text, at most 100 characters.
+function M.excerpt(text)
+  local line = tostring(text):match("^%s*([^\n]*)")
+  if #line > 100 then line = line:sub(1, 97) .. "..." end
+  return line
+end
+
 function M.short(id) return id and tostring(id):sub(1, 8) or "-" end
 
 return M
