@@ -1,5 +1,6 @@
 -- make bench: speed figures of the core paths (printed, never asserted).
---   send -> run-start latency (p50, p99), scripted provider, message sent by
+--   send -> run-start latency (p50, p99), the demo daemon with the scripted
+--   provider, message sent by
 --   another process (commit + local wake-up) and by a run inside the node;
 --   sandbox creation + a trivial run_code.
 
@@ -26,11 +27,7 @@ local function latency(n_remote, n_local)
   local db = assert(core.store.open(dir .. "/cogos.db"))
   db:migrate()
   image.apply(db, core.root .. "/images/cogos")
-  -- a lua daemon that answers nothing: we time the dispatch, not the model
-  assert(db:capability_get("channels"))
-  local p = db:process_upsert({ name = "bench", mode = "daemon", executor = "lua", content = "", status = "waiting" })
-  db:channel_create("bench:in")
-  db:handler_add(p.id, "bench:in")
+  -- the stock demo daemon, thinking with the scripted provider
   local exec = executor.new({ db = db, llm = { provider = "scripted" }, node_id = "bench" })
   local remote, inproc = {}, {}
   local log = require "cogos.log"
@@ -61,7 +58,7 @@ local function latency(n_remote, n_local)
       return
     end
     sent_local = sent_local + 1
-    db:send("bench:in", { t = now() })
+    db:send("demo:inbox", { text = "bench", t = now() })
   end)
   core.loop.run()
   db:close()
@@ -94,5 +91,5 @@ end
 -- }============
 
 io.write("cogos bench (" .. core.version .. ")\n")
-latency(500, 500)
+latency(300, 500)
 sandbox(20000)
