@@ -115,7 +115,8 @@ describe("the rest of the CLI on a booted cogent", function()
     assert.equal("B", w:ok("cogos file get kb/sub/b.md"))
     assert.equal(2, #w:ok("cogos file list --prefix kb/ --json"))
     -- a one-shot runs once; `process run` runs it again
-    w:ok([[cogos process create once --executor lua --capability files --content 'files.write("once/n", tostring(os.time()))']])
+    w:ok("cogos process create once --executor lua --capability files"
+      .. [[ --content 'files.write("once/n", tostring(os.time()))']])
     w:wait_runs(1)
     assert.equal("completed", w:ok("cogos process get once --json").status)
     w:ok("cogos process run once")
