@@ -7,6 +7,7 @@
 #include "json.h"
 #include "store.h"
 
+#include <lauxlib.h>
 #include <lua.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +49,9 @@ typedef struct store_driver {
 } store_driver;
 
 const store_driver *store_sqlite_driver(void);
+
+/* Lua methods of the db object defined outside lstore.c. */
+extern const luaL_Reg store_obs_methods[]; /* store_obs.c: events, alerts, budgets */
 
 /* }============ */
 
