@@ -12,10 +12,10 @@ DATADIR    = $(PREFIX)/share/cogos
 SANITIZER ?=
 BUILD     ?= build$(if $(SANITIZER),-$(SANITIZER))
 
-PKGS       = lua5.4 libuv libcurl sqlite3
+PKGS       = lua5.4 libuv libcurl sqlite3 libedit
 # Debian packages the build and the tests need; installed when missing and we are root.
 DEBS       = gcc make pkg-config liblua5.4-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev \
-             lua-check nodejs
+             libedit-dev lua-check nodejs
 
 CC        ?= cc
 OPT       ?= -O2

@@ -50,6 +50,14 @@
 
 #include <lua.h>
 
+/* Evaluates a handler's payload predicate: `src` is a Lua expression (or a chunk
+ * that returns a value) over the global `payload` (decoded from payload_json),
+ * e.g. "payload.priority > 3". Runs in a fresh capped sandbox with a small
+ * instruction budget and no grants. Returns 1 (truthy), 0 (falsy) or -1 with a
+ * message in err (syntax error, runtime error, budget exhausted). */
+int sandbox_predicate(const char *src, const char *payload_json, size_t len, char *err,
+                      size_t errlen);
+
 /* Deep-copies the value at idx of `from` onto `to`. Returns 1, or 0 with an error
  * message in err (functions, userdata other than json null, cycles, or more than
  * max_bytes of strings/keys in total, or deeper than JSON_MAX_DEPTH). */

@@ -165,3 +165,13 @@ int sandbox_copy (lua_State *from, int idx, lua_State *to, size_t max_bytes, cha
   lua_settop(to, ttop);
   return 0;
 }
+
+/* Placeholder until handler predicates land in the sandbox library. */
+int sandbox_predicate (const char *src, const char *payload_json, size_t len, char *err,
+                       size_t errlen) {
+  (void)src;
+  (void)payload_json;
+  (void)len;
+  snprintf(err, errlen, "handler predicates are not available yet");
+  return -1;
+}

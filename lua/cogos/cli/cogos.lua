@@ -1,5 +1,6 @@
--- cogos.cli.cogos — `cogos`: operate the selected cogent. Each command group
--- lives in its own module, cogos.cli.<group>, a table of subcommands.
+-- cogos.cli.cogos — `cogos`: operate the selected cogent. A command group lives
+-- in its own module, cogos.cli.<group>, returning a table of subcommands; a
+-- module of COMMAND_MODULES returns top-level commands (start, stop, ...).
 
 local args = require "cogos.cli.args"
 
@@ -12,13 +13,17 @@ local GROUPS = {
   capability = "capability types: list|get",
 }
 
+local COMMAND_MODULES = { "cogos.cli.node" }
+
 local commands = {}
 for name, help in pairs(GROUPS) do
   commands[name] = { help = help, fn = function(argv, i, prefix)
     return args.subcommand(prefix, argv, i, require("cogos.cli." .. name))
   end }
 end
-for name, cmd in pairs(require "cogos.cli.node") do commands[name] = cmd end
+for _, mod in ipairs(COMMAND_MODULES) do
+  for name, cmd in pairs(require(mod)) do commands[name] = cmd end
+end
 
 return function(argv, first, prog)
   return args.subcommand(prog, argv, first, commands)
