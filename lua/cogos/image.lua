@@ -1,42 +1,38 @@
 -- cogos.image — boot an image folder into a cogent, as one idempotent upsert.
 --
---   images/<name>/init/*.lua   builder scripts, run in name order ("_" prefix skipped)
---   everything else            files under mnt/boot/<relative path> ("apps/" stripped)
+--   init/*.lua           builder scripts, run in name order ("_" prefix skipped)
+--   <dir>/main.lua|.md   a cog: its process content; an optional <dir>/cog.lua returns
+--                        its config; sub-folders that are cogs are its coglets
+--   everything else      files under mnt/boot/<relative path> ("apps/" stripped)
 --
 -- Builders: add_capability(name [, {handler, description, instructions}]),
--- add_process(name, {mode, content, executor, model, priority, metadata,
--- max_duration_ms, max_retries, capabilities = {"type" | {name, type, config}},
--- handlers = {"channel", ...}}), add_channel(name [, {schema}]), add_file(key, content).
+-- add_process(name, {mode, content, executor, model, priority, metadata, tty,
+--   max_duration_ms, max_retries, retry_backoff_ms, resources, required_tags,
+--   capabilities = {"type" | {name, type, config}}, handlers = {"channel" | {channel, predicate}}}),
+-- add_channel(name [, {schema, channel_type}]), add_file(key, content),
+-- add_schema(name, definition), add_cron(expression, {channel, payload, enabled}),
+-- add_resource(name, {type = "pool"|"consumable", capacity, period_ms}), array(t).
+-- The cog manifest is written to mnt/boot/_boot/cog_manifests.json; the image's
+-- init process spawns the cogs from it.
 
 local core = require "cogos.core"
 local caps = require "cogos.caps"
 
+local json = core.json
+
 local M = {}
 
----Resolves an image name ("cogos") or a path to its folder.
+M.MANIFEST_KEY = "mnt/boot/_boot/cog_manifests.json"
+
+---Resolves an image name to its folder: a path, ./images/<name> (where
+---`cogos snapshot` writes), then the installed images.
 function M.resolve(name)
   local dir = name:find("/") and name or (core.root .. "/images/" .. name)
+  if not name:find("/") and core.sys.stat("images/" .. name .. "/init") then dir = "images/" .. name end
   local st = core.sys.stat(dir)
   if not st or st.type ~= "dir" then return nil, "unknown image '" .. name .. "' (no folder " .. dir .. ")" end
   if not core.sys.stat(dir .. "/init") then return nil, "image '" .. name .. "' has no init/ folder" end
   return dir
-end
-
-local function walk(dir, rel, out)
-  local names = core.sys.listdir(dir) or {}
-  table.sort(names)
-  for _, n in ipairs(names) do
-    if n:sub(1, 1) ~= "." then
-      local path, r = dir .. "/" .. n, rel == "" and n or (rel .. "/" .. n)
-      local st = core.sys.stat(path)
-      if st and st.type == "dir" then
-        if r ~= "init" then walk(path, r, out) end
-      elseif st and st.type == "file" then
-        out[#out + 1] = { path = path, rel = r }
-      end
-    end
-  end
-  return out
 end
 
 local function read(path)
@@ -46,10 +42,61 @@ local function read(path)
   return s
 end
 
--- Runs the init scripts and returns the declared spec.
+local function sorted_dir(dir)
+  local names = core.sys.listdir(dir) or {}
+  table.sort(names)
+  return names
+end
+
+local function is_dir(path)
+  local st = core.sys.stat(path)
+  return st and st.type == "dir"
+end
+
+local function cog_entry(dir)
+  for _, main in ipairs({ "main.lua", "main.md" }) do
+    if core.sys.stat(dir .. "/" .. main) then return main end
+  end
+end
+
+local function load_cog_config(path, name)
+  local chunk, err = loadfile(path, "t", setmetatable({ array = json.array }, { __index = _G }))
+  if not chunk then error(err, 0) end
+  local ok, cfg = pcall(chunk)
+  if not ok then error(tostring(cfg), 0) end
+  if type(cfg) ~= "table" then error(path .. ": cog.lua must return the cog's config table", 0) end
+  cfg.name = cfg.name or name
+  return cfg
+end
+
+-- Walks the image: plain files, and cogs with their coglets (a cog is
+-- registered before its folder is walked, so its coglets find it).
+local function walk(dir, rel, spec)
+  for _, n in ipairs(sorted_dir(dir)) do
+    local path, r = dir .. "/" .. n, rel == "" and n or (rel .. "/" .. n)
+    if n:sub(1, 1) == "." or r == "init" then -- luacheck: ignore 542
+    elseif is_dir(path) then
+      local entry = cog_entry(path)
+      if entry then
+        local cfg = core.sys.stat(path .. "/cog.lua") and load_cog_config(path .. "/cog.lua", n) or { name = n }
+        local cog = { name = cfg.name, config = cfg, entrypoint = entry,
+          content_key = "mnt/boot/" .. r:gsub("^apps/", "") .. "/" .. entry, coglets = {} }
+        local parent = spec.cog_dirs[dir]
+        if parent then parent.coglets[cog.name] = cog else spec.cogs[#spec.cogs + 1] = cog end
+        spec.cog_dirs[path] = cog
+      end
+      walk(path, r, spec)
+    else
+      spec.files[#spec.files + 1] = { key = "mnt/boot/" .. r:gsub("^apps/", ""), content = read(path) }
+    end
+  end
+end
+
+-- Runs the init scripts and walks the folder; returns the declared spec.
 local function declare(dir)
-  local spec = { capabilities = {}, processes = {}, channels = {}, files = {} }
-  local env = setmetatable({}, { __index = _G })
+  local spec = { capabilities = {}, processes = {}, channels = {}, files = {}, schemas = {}, cron = {},
+    resources = {}, cogs = {}, cog_dirs = {} }
+  local env = setmetatable({ array = json.array, null = json.null }, { __index = _G })
   local function need(cond, what, msg)
     if not cond then error(what .. ": " .. msg, 3) end
   end
@@ -70,22 +117,38 @@ local function declare(dir)
     need(type(key) == "string" and type(content) == "string", "add_file", "key and content must be strings")
     spec.files[#spec.files + 1] = { key = key, content = content }
   end
+  function env.add_schema(name, definition)
+    need(type(name) == "string" and type(definition) == "table", "add_schema", "needs a name and a definition table")
+    spec.schemas[#spec.schemas + 1] = { name = name, definition = definition }
+  end
+  function env.add_cron(expression, opts)
+    need(type(expression) == "string", "add_cron", "expression must be a string")
+    need(type(opts) == "table" and type(opts.channel) == "string", "add_cron", "needs {channel = name}")
+    spec.cron[#spec.cron + 1] = { expression = expression, opts = opts }
+  end
+  function env.add_resource(name, opts)
+    need(type(name) == "string" and type(opts) == "table", "add_resource", "needs a name and {type, capacity}")
+    spec.resources[#spec.resources + 1] = { name = name, opts = opts }
+  end
   local scripts = {}
-  for _, n in ipairs(core.sys.listdir(dir .. "/init") or {}) do
+  for _, n in ipairs(sorted_dir(dir .. "/init")) do
     if n:match("%.lua$") and n:sub(1, 1) ~= "_" then scripts[#scripts + 1] = n end
   end
-  table.sort(scripts)
   for _, n in ipairs(scripts) do
     local chunk, err = loadfile(dir .. "/init/" .. n, "t", env)
     if not chunk then error(err, 0) end
     local ok, rerr = pcall(chunk)
     if not ok then error(tostring(rerr), 0) end
   end
-  for _, f in ipairs(walk(dir, "", {})) do
-    local key = "mnt/boot/" .. f.rel:gsub("^apps/", "")
-    spec.files[#spec.files + 1] = { key = key, content = read(f.path) }
-  end
+  walk(dir, "", spec)
+  spec.cog_dirs = nil
   return spec
+end
+
+local function need_method(db, name, builder)
+  if type(db[name]) ~= "function" then
+    error(builder .. ": this store has no " .. name .. "()", 0)
+  end
 end
 
 local function apply_process(db, p)
@@ -94,8 +157,9 @@ local function apply_process(db, p)
   local existing = db:process_get(p.name)
   local row = assert(db:process_upsert({
     name = p.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
-    model = o.model, priority = o.priority or 0, metadata = o.metadata,
-    max_duration_ms = o.max_duration_ms, max_retries = o.max_retries,
+    model = o.model, priority = o.priority or 0, metadata = o.metadata, tty = o.tty,
+    max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, retry_backoff_ms = o.retry_backoff_ms,
+    resources = o.resources, required_tags = o.required_tags,
     -- a reboot keeps what the process is doing; only a new one gets its first state
     status = existing and existing.status or (mode == "daemon" and "waiting" or "runnable"),
   }))
@@ -106,18 +170,32 @@ local function apply_process(db, p)
     if err then error("add_process " .. p.name .. ": " .. err, 0) end
     assert(db:grant_add(row.id, { capability = ctype, name = g.name or ctype, config = g.config or {} }))
   end
-  for _, ch in ipairs(o.handlers or {}) do
-    db:channel_create(ch)
-    assert(db:handler_add(row.id, ch))
+  for _, h in ipairs(o.handlers or {}) do
+    local ch, opts = h, nil
+    if type(h) == "table" then ch, opts = h.channel, { predicate = h.predicate } end
+    if not ch:find("[*?]") then db:channel_create(ch) end
+    local ok, err = db:handler_add(row.id, ch, opts)
+    if not ok then error("add_process " .. p.name .. ": handler " .. ch .. ": " .. tostring(err), 0) end
   end
 end
 
+local function apply_cron(db, c)
+  need_method(db, "cron_add", "add_cron")
+  for _, r in ipairs(db:cron_list()) do
+    if r.expression == c.expression and r.channel == c.opts.channel then return end
+  end
+  local ok, err = db:cron_add({ expression = c.expression, channel = c.opts.channel,
+    payload = c.opts.payload or {}, enabled = c.opts.enabled ~= false })
+  if not ok then error("add_cron " .. c.expression .. ": " .. tostring(err), 0) end
+end
+
 ---Applies the image at dir in one transaction.
----@return table counts {capabilities, processes, channels, files, files_changed}
+---@return table counts
 function M.apply(db, dir)
   local spec = declare(dir)
-  local counts = { capabilities = #spec.capabilities, processes = #spec.processes,
-    channels = #spec.channels, files = #spec.files, files_changed = 0 }
+  local counts = { capabilities = #spec.capabilities, processes = #spec.processes, channels = #spec.channels,
+    files = #spec.files, files_changed = 0, schemas = #spec.schemas, cron = #spec.cron,
+    resources = #spec.resources, cogs = #spec.cogs }
   db:begin()
   local ok, err = pcall(function()
     for _, c in ipairs(spec.capabilities) do
@@ -128,11 +206,30 @@ function M.apply(db, dir)
         description = c.opts.description or mod.description or "",
         instructions = c.opts.instructions or mod.instructions or "", enabled = true }))
     end
+    for _, r in ipairs(spec.resources) do
+      need_method(db, "resource_upsert", "add_resource")
+      local rok, rerr = db:resource_upsert({ name = r.name, resource_type = r.opts.type or "pool",
+        capacity = r.opts.capacity, period_ms = r.opts.period_ms })
+      if not rok then error("add_resource " .. r.name .. ": " .. tostring(rerr), 0) end
+    end
+    for _, c in ipairs(spec.cron) do apply_cron(db, c) end
+    if #spec.cogs > 0 then
+      spec.files[#spec.files + 1] = { key = M.MANIFEST_KEY,
+        content = assert(json.encode(json.array(spec.cogs), { pretty = true })) }
+    end
     for _, f in ipairs(spec.files) do
       local r = assert(db:file_write(f.key, f.content, { source = "image" }))
       if r.changed then counts.files_changed = counts.files_changed + 1 end
     end
-    for _, c in ipairs(spec.channels) do db:channel_create(c.name, c.opts) end
+    for _, s in ipairs(spec.schemas) do
+      need_method(db, "schema_upsert", "add_schema")
+      local sok, serr = db:schema_upsert(s.name, s.definition)
+      if not sok then error("add_schema " .. s.name .. ": " .. tostring(serr), 0) end
+    end
+    for _, c in ipairs(spec.channels) do
+      local cok, cerr = db:channel_create(c.name, c.opts)
+      if not cok then error("add_channel " .. c.name .. ": " .. tostring(cerr), 0) end
+    end
     for _, p in ipairs(spec.processes) do apply_process(db, p) end
   end)
   if not ok then

@@ -13,7 +13,7 @@ local GROUPS = {
   capability = "capability types: list|get",
 }
 
-local COMMAND_MODULES = { "cogos.cli.node" }
+local COMMAND_MODULES = { "cogos.cli.node", "cogos.cli.image" }
 
 local commands = {}
 for name, help in pairs(GROUPS) do
