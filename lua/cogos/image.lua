@@ -11,7 +11,8 @@
 --   capabilities = {"type" | {name, type, config}}, handlers = {"channel" | {channel, predicate}}}),
 -- add_channel(name [, {schema, channel_type}]), add_file(key, content),
 -- add_schema(name, definition), add_cron(expression, {channel, payload, enabled}),
--- add_resource(name, {type = "pool"|"consumable", capacity, period_ms}), array(t).
+-- add_resource(name, {type = "pool"|"consumable", capacity, period_ms}), array(t),
+-- read_file(path) (a file of the image, e.g. a process's Lua source).
 -- The cog manifest is written to mnt/boot/_boot/cog_manifests.json; the image's
 -- init process spawns the cogs from it.
 
@@ -97,6 +98,15 @@ local function declare(dir)
   local spec = { capabilities = {}, processes = {}, channels = {}, files = {}, schemas = {}, cron = {},
     resources = {}, cogs = {}, cog_dirs = {} }
   local env = setmetatable({ array = json.array, null = json.null }, { __index = _G })
+  ---The content of a file of this image (a path relative to its folder).
+  function env.read_file(rel)
+    if type(rel) ~= "string" or rel:find("%.%.") then error("read_file: bad path " .. tostring(rel), 2) end
+    local f = io.open(dir .. "/" .. rel, "rb")
+    if not f then error("read_file: no file " .. rel .. " in the image", 2) end
+    local s = f:read("a")
+    f:close()
+    return s
+  end
   local function need(cond, what, msg)
     if not cond then error(what .. ": " .. msg, 3) end
   end
@@ -237,6 +247,10 @@ function M.apply(db, dir)
     error(err, 0)
   end
   db:commit()
+  -- the image's own init process (if it has one) wakes on this after every boot
+  if db:channel_get("system:boot") then
+    assert(db:send("system:boot", { image = dir:match("([^/]+)/*$"), files_changed = counts.files_changed }))
+  end
   return counts
 end
 

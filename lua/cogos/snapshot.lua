@@ -12,9 +12,12 @@ local M = {}
 -- {============ Lua literals
 
 local function long_string(s)
-  local level = 0
-  while s:find("]" .. string.rep("=", level) .. "]", 1, true) do level = level + 1 end
-  local eq = string.rep("=", level)
+  -- the first closing bracket must be ours, also when s itself ends in "]"
+  local level, eq = 0, ""
+  while (s .. "]" .. eq .. "]"):find("]" .. eq .. "]", 1, true) <= #s do
+    level = level + 1
+    eq = string.rep("=", level)
+  end
   -- the newline after the opening bracket is skipped by the reader
   return "[" .. eq .. "[\n" .. s .. "]" .. eq .. "]"
 end

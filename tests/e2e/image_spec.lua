@@ -32,6 +32,7 @@ describe("images", function()
       .. [[ --capability 'notes=files:{"prefix":"notes/","ops":["read"]}' --capability me --handler jobs:new]])
     w:ok("cogos file create notes/odd.md 'ends with ]] and ]=] \n'")
     w:ok("cogos file create notes/empty.md ''")
+    w:ok("cogos file create notes/tail.md 'a long line of text that goes on and on,\nthen ends in a bracket]'")
     w:ok("cogos snapshot snap1")
     w:ok("cogent create copy")
     w.env.COGENT = "demo" -- two cogents now: commands without COGENT= mean the first
@@ -41,6 +42,8 @@ describe("images", function()
     local a, b = tree(w.cwd .. "/images/snap1"), tree(w.cwd .. "/images/snap2")
     for name, text in pairs(a) do assert.equal(text, b[name], name .. " differs") end
     assert.match("notes/odd.md", a["70_files.lua"])
+    assert.equal("a long line of text that goes on and on,\nthen ends in a bracket]",
+      w:ok("cogos file get notes/tail.md", { env = { COGENT = "copy" } }))
     assert.equal("ends with ]] and ]=] \n", w:ok("cogos file get notes/odd.md", { env = { COGENT = "copy" } }))
     local p = w:ok("cogos process get worker --json", { env = { COGENT = "copy" } })
     local g = {}
