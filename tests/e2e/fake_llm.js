@@ -7,20 +7,30 @@
 // Serves, from one script (the scripted provider's format: {"turns": [turn, ...]}):
 //   POST /v1/messages                    Anthropic Messages API
 //   POST <any prefix>/chat/completions   OpenAI chat completions
+//   POST /model/<modelId>/converse       Bedrock Converse
+//   POST /model/<modelId>/converse-stream  Bedrock ConverseStream (AWS event-stream
+//                                        binary framing with CRC32s)
+// Bedrock requests must carry an AWS4-HMAC-SHA256 Authorization header; with --key
+// the signature is verified with KEY as the secret access key (canonical request
+// per the SigV4 rules for services other than S3: each path segment encoded again).
 // The turn replayed is chosen by the number of assistant messages in the request
 // (plus one), so concurrent conversations each follow their own sequence; past the
 // end of the script it answers a "(script ended)" text turn.
 // A turn {"error": {"status": 429, "retry_after": 0, "message": "..."}} answers that
 // error the first time its position is requested, then the turn's content.
 // "stream": true is answered with the provider's server-sent events.
+// A turn {"stream_error": {"after": N, "message": "...", "type": "..."}} is streamed
+// up to N deltas, then ends with the provider's mid-stream error (once per position).
 // --key: requests without the right key get 401 in the provider's error shape.
 // --log: every request is appended as one JSON line {path, auth, body} where auth
-// lists the auth header names present (never their values).
+// lists the auth header names present (never their values; for Bedrock also
+// x-amz-security-token and "sigv4:<region>/<service>" from the credential scope).
 // Exits on SIGTERM/SIGINT, when its parent goes away, or after --ttl seconds (600).
 'use strict';
 
 const http = require('node:http');
 const fs = require('node:fs');
+const crypto = require('node:crypto');
 
 const MAX_BODY = 16 * 1024 * 1024;
 
@@ -55,6 +65,7 @@ try {
 }
 const turns = Array.isArray(script) ? script : (script.turns || []);
 const errorServed = new Set(); // positions whose one-off error was answered
+const streamErrorServed = new Set(); // positions whose mid-stream error was streamed
 let seq = 0;
 
 // ---- script turns ----
@@ -70,6 +81,7 @@ function turnFor(pos, req) {
   let content;
   let stop;
   let usage;
+  let streamError;
   if (!t) {
     content = [{ type: 'text', text: '(script ended)' }];
     stop = 'end_turn';
@@ -84,13 +96,17 @@ function turnFor(pos, req) {
     });
     stop = t.stop_reason || (content.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn');
     usage = t.usage;
+    if (t.stream_error && !streamErrorServed.has(pos)) {
+      streamErrorServed.add(pos);
+      streamError = t.stream_error;
+    }
   }
   if (!usage) {
     const input = (typeof req.system === 'string' ? req.system : JSON.stringify(req.system || ''))
       + JSON.stringify(req.messages || []);
     usage = { input_tokens: estimate(input), output_tokens: estimate(JSON.stringify(content)) };
   }
-  return { content, stop_reason: stop, usage };
+  return { content, stop_reason: stop, usage, streamError };
 }
 
 function position(messages) {
@@ -143,6 +159,23 @@ function openaiError(res, status, message, headers) {
   sendJSON(res, status, { error: { message, type, param: null, code } }, headers);
 }
 
+// For a turn with a stream error: returns cut(final) that is true (after calling
+// fail once) when the error is due: after `after` deltas, or at the end.
+function streamCutter(turn, fail) {
+  let n = 0;
+  let done = false;
+  return (final) => {
+    if (!turn.streamError || done) return done;
+    if (final || n >= (turn.streamError.after || 0)) {
+      done = true;
+      fail();
+      return true;
+    }
+    n++;
+    return false;
+  };
+}
+
 function anthropicReply(res, req, turn, model) {
   const id = `msg_fake_${++seq}`;
   if (!req.stream) {
@@ -161,20 +194,28 @@ function anthropicReply(res, req, turn, model) {
     },
   });
   ev('ping', {});
-  turn.content.forEach((b, index) => {
+  const cut = streamCutter(turn, () => {
+    const e = turn.streamError;
+    ev('error', { error: { type: e.type || 'overloaded_error', message: e.message || 'Overloaded' } });
+    res.end();
+  });
+  for (const [index, b] of turn.content.entries()) {
     if (b.type === 'tool_use') {
       ev('content_block_start', { index, content_block: { type: 'tool_use', id: b.id, name: b.name, input: {} } });
       for (const p of pieces(JSON.stringify(b.input), 3)) {
+        if (cut()) return;
         ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: p } });
       }
     } else {
       ev('content_block_start', { index, content_block: { type: 'text', text: '' } });
       for (const p of pieces(b.text || '', 3)) {
+        if (cut()) return;
         ev('content_block_delta', { index, delta: { type: 'text_delta', text: p } });
       }
     }
     ev('content_block_stop', { index });
-  });
+  }
+  if (cut(true)) return;
   ev('message_delta', {
     delta: { stop_reason: turn.stop_reason, stop_sequence: null },
     usage: { output_tokens: turn.usage.output_tokens },
@@ -219,13 +260,26 @@ function openaiReply(res, req, turn, model) {
     res.write(`data: ${JSON.stringify(c)}\n\n`);
   };
   chunk({ role: 'assistant', content: '' }, null);
-  if (text !== '') for (const p of pieces(text, 3)) chunk({ content: p }, null);
-  calls.forEach((c, index) => {
+  const cut = streamCutter(turn, () => {
+    const e = turn.streamError;
+    res.write(`data: ${JSON.stringify({ error: { message: e.message || 'The server had an error',
+      type: e.type || 'server_error', param: null, code: null } })}\n\n`);
+    res.end();
+  });
+  if (text !== '') {
+    for (const p of pieces(text, 3)) {
+      if (cut()) return;
+      chunk({ content: p }, null);
+    }
+  }
+  for (const [index, c] of calls.entries()) {
     chunk({ tool_calls: [{ index, id: c.id, type: 'function', function: { name: c.function.name, arguments: '' } }] }, null);
     for (const p of pieces(c.function.arguments, 3)) {
+      if (cut()) return;
       chunk({ tool_calls: [{ index, function: { arguments: p } }] }, null);
     }
-  });
+  }
+  if (cut(true)) return;
   chunk({}, finish);
   if (includeUsage) {
     res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model, choices: [], usage })}\n\n`);
@@ -234,26 +288,188 @@ function openaiReply(res, req, turn, model) {
   res.end();
 }
 
+// ---- Bedrock: SigV4 and the AWS event-stream framing ----
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// RFC 3986 encoding of one path segment, as the SigV4 canonical URI wants it.
+function awsEncode(s) {
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+const sha256 = (data) => crypto.createHash('sha256').update(data).digest('hex');
+const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
+
+// Returns {scope} when the request is signed (and, with a secret, verifies),
+// else {error}.
+function sigv4Check(req, rawBody, secret) {
+  const auth = req.headers.authorization || '';
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/,]+)\/(\d{8})\/([^/,]+)\/([^/,]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/.exec(auth);
+  if (!m) return { error: 'Missing Authentication Token', type: 'MissingAuthenticationTokenException' };
+  const [, , date, region, service, signed, signature] = m;
+  const scope = `${region}/${service}`;
+  if (secret === undefined) return { scope };
+  const amzDate = req.headers['x-amz-date'] || '';
+  const [rawPath, rawQuery = ''] = req.url.split('?');
+  const canonUri = rawPath.split('/').map(awsEncode).join('/');
+  const canonQuery = rawQuery === '' ? '' : rawQuery.split('&').sort().join('&');
+  const names = signed.split(';');
+  const canonHeaders = names.map((h) => `${h}:${String(req.headers[h] || '').trim().replace(/\s+/g, ' ')}\n`).join('');
+  const creq = [req.method, canonUri, canonQuery, canonHeaders, signed, sha256(rawBody)].join('\n');
+  const sts = ['AWS4-HMAC-SHA256', amzDate, `${date}/${region}/${service}/aws4_request`, sha256(creq)].join('\n');
+  let k = hmac(`AWS4${secret}`, date);
+  k = hmac(k, region);
+  k = hmac(k, service);
+  k = hmac(k, 'aws4_request');
+  const want = crypto.createHmac('sha256', k).update(sts).digest('hex');
+  if (want !== signature) {
+    return {
+      error: 'The request signature we calculated does not match the signature you provided.',
+      type: 'InvalidSignatureException',
+    };
+  }
+  return { scope };
+}
+
+function esHeader(name, value) {
+  const n = Buffer.from(name);
+  const v = Buffer.from(value);
+  const b = Buffer.alloc(4 + n.length + v.length);
+  b[0] = n.length;
+  n.copy(b, 1);
+  b[1 + n.length] = 7; // string
+  b.writeUInt16BE(v.length, 2 + n.length);
+  v.copy(b, 4 + n.length);
+  return b;
+}
+
+// One event-stream message: prelude (total and headers length, CRC32 of both),
+// headers, payload, CRC32 of everything before.
+function esMessage(headers, payload) {
+  const h = Buffer.concat(Object.entries(headers).map(([k, v]) => esHeader(k, v)));
+  const p = Buffer.from(payload);
+  const prelude = Buffer.alloc(12);
+  prelude.writeUInt32BE(12 + h.length + p.length + 4, 0);
+  prelude.writeUInt32BE(h.length, 4);
+  prelude.writeUInt32BE(crc32(prelude.subarray(0, 8)), 8);
+  const head = Buffer.concat([prelude, h, p]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(head), 0);
+  return Buffer.concat([head, crc]);
+}
+
+const bedrockErrorTypes = {
+  400: 'ValidationException', 403: 'AccessDeniedException', 404: 'ResourceNotFoundException',
+  408: 'ModelTimeoutException', 429: 'ThrottlingException', 500: 'InternalServerException',
+  503: 'ServiceUnavailableException',
+};
+
+function bedrockError(res, status, message, headers, type) {
+  const t = type || bedrockErrorTypes[status] || 'InternalServerException';
+  sendJSON(res, status, { message }, {
+    'x-amzn-errortype': `${t}:http://internal.amazon.com/coral/com.amazon.bedrock/`,
+    ...(headers || {}),
+  });
+}
+
+function bedrockContent(content) {
+  return content.map((b) => (b.type === 'tool_use'
+    ? { toolUse: { toolUseId: b.id, name: b.name, input: b.input } }
+    : { text: b.text || '' }));
+}
+
+function bedrockReply(res, req, turn, stream) {
+  const usage = {
+    inputTokens: turn.usage.input_tokens,
+    outputTokens: turn.usage.output_tokens,
+    totalTokens: turn.usage.input_tokens + turn.usage.output_tokens,
+  };
+  if (!stream) {
+    sendJSON(res, 200, {
+      output: { message: { role: 'assistant', content: bedrockContent(turn.content) } },
+      stopReason: turn.stop_reason, usage, metrics: { latencyMs: 12 },
+    });
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+  let pad = 0;
+  const ev = (type, data) => {
+    // Real events carry a padding field "p"; frames are written in two pieces.
+    const msg = esMessage({ ':event-type': type, ':content-type': 'application/json', ':message-type': 'event' },
+      JSON.stringify({ ...data, p: 'abcdefghijklmnopqrstuvwxyz'.slice(0, (pad++ % 26) + 1) }));
+    const half = Math.floor(msg.length / 2);
+    res.write(msg.subarray(0, half));
+    res.write(msg.subarray(half));
+  };
+  ev('messageStart', { role: 'assistant' });
+  const cut = streamCutter(turn, () => {
+    const e = turn.streamError;
+    res.write(esMessage({ ':exception-type': e.type || 'throttlingException', ':content-type': 'application/json',
+      ':message-type': 'exception' }, JSON.stringify({ message: e.message || 'Too many requests' })));
+    res.end();
+  });
+  for (const [i, b] of turn.content.entries()) {
+    if (b.type === 'tool_use') {
+      ev('contentBlockStart', { contentBlockIndex: i, start: { toolUse: { toolUseId: b.id, name: b.name } } });
+      for (const p of pieces(JSON.stringify(b.input), 3)) {
+        if (cut()) return;
+        ev('contentBlockDelta', { contentBlockIndex: i, delta: { toolUse: { input: p } } });
+      }
+    } else {
+      for (const p of pieces(b.text || '', 3)) {
+        if (cut()) return;
+        ev('contentBlockDelta', { contentBlockIndex: i, delta: { text: p } });
+      }
+    }
+    ev('contentBlockStop', { contentBlockIndex: i });
+  }
+  if (cut(true)) return;
+  ev('messageStop', { stopReason: turn.stop_reason });
+  ev('metadata', { usage, metrics: { latencyMs: 12 } });
+  res.end();
+}
+
 // ---- requests ----
 
-function logRequest(path, headers, body) {
+function logRequest(path, headers, body, extra) {
   if (!opts.log) return;
-  const auth = ['authorization', 'x-api-key'].filter((h) => headers[h] !== undefined);
+  const auth = ['authorization', 'x-api-key', 'x-amz-security-token'].filter((h) => headers[h] !== undefined);
+  if (extra) auth.push(extra);
   fs.appendFileSync(opts.log, `${JSON.stringify({ path, auth, body })}\n`);
 }
 
-function handle(req, res, raw) {
+function handle(req, res, rawBuf) {
+  const raw = rawBuf.toString('utf8');
   const path = req.url.split('?')[0];
+  const route = /^\/model\/([^/]+)\/(converse|converse-stream)$/.exec(path);
   const kind = path === '/v1/messages' ? 'anthropic'
-    : path.endsWith('/chat/completions') ? 'openai' : null;
-  const error = kind === 'openai' ? openaiError : anthropicError;
+    : path.endsWith('/chat/completions') ? 'openai' : route ? 'bedrock' : null;
+  const error = kind === 'openai' ? openaiError : kind === 'bedrock' ? bedrockError : anthropicError;
+  let sig;
+  if (kind === 'bedrock') {
+    sig = sigv4Check(req, rawBuf, opts.key);
+  }
   let body;
   try {
     body = JSON.parse(raw);
   } catch (e) {
     body = undefined;
   }
-  logRequest(path, req.headers, body === undefined ? raw : body);
+  logRequest(path, req.headers, body === undefined ? raw : body, sig && sig.scope && `sigv4:${sig.scope}`);
   if (req.method !== 'POST' || !kind) {
     error(res, 404, `no route for ${req.method} ${path}`);
     return;
@@ -262,7 +478,11 @@ function handle(req, res, raw) {
     error(res, 400, 'request body is not JSON');
     return;
   }
-  if (opts.key !== undefined) {
+  if (kind === 'bedrock' && sig.error) {
+    bedrockError(res, 403, sig.error, {}, sig.type);
+    return;
+  }
+  if (opts.key !== undefined && kind !== 'bedrock') {
     const ok = kind === 'anthropic'
       ? req.headers['x-api-key'] === opts.key
       : req.headers.authorization === `Bearer ${opts.key}`;
@@ -293,6 +513,10 @@ function handle(req, res, raw) {
     body = { ...body, system: sys, messages };
   }
   const turn = turnFor(pos, body);
+  if (kind === 'bedrock') {
+    bedrockReply(res, body, turn, route[2] === 'converse-stream');
+    return;
+  }
   const model = body.model || 'fake-model';
   if (kind === 'anthropic') anthropicReply(res, body, turn, model);
   else openaiReply(res, body, turn, model);
@@ -314,7 +538,7 @@ const server = http.createServer((req, res) => {
   req.on('end', () => {
     if (tooLarge) return;
     try {
-      handle(req, res, Buffer.concat(chunks).toString('utf8'));
+      handle(req, res, Buffer.concat(chunks));
     } catch (e) {
       if (!res.headersSent) sendJSON(res, 500, { error: { message: `fake_llm: ${e.message}` } });
       else res.end();

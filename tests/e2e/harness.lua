@@ -85,20 +85,21 @@ function M:boot(create_flags)
   self.started = true
 end
 
-function M:runs()
-  return self:ok("cogos run list --json")
+---Runs, newest first; only those of process `name` when given.
+function M:runs(name)
+  return self:ok("cogos run list --limit 1000 --json" .. (name and (" --process " .. name) or ""))
 end
 
----Waits until n runs have ended and returns them (newest first).
-function M:wait_runs(n, timeout_ms)
+---Waits until n runs (of process `name`, when given) have ended; returns them, newest first.
+function M:wait_runs(n, name, timeout_ms)
   return M.wait(function()
-    local runs = self:runs()
+    local runs = self:runs(name)
     local done = 0
     for _, r in ipairs(runs) do
       if r.status ~= "running" then done = done + 1 end
     end
     return done >= n and runs
-  end, timeout_ms or 15000, n .. " finished run(s)")
+  end, timeout_ms or 15000, n .. " finished run(s)" .. (name and (" of " .. name) or ""))
 end
 
 ---Starts the fake LLM server; returns its base URL.
