@@ -25,6 +25,17 @@ for _, mod in ipairs(COMMAND_MODULES) do
   for name, cmd in pairs(require(mod)) do commands[name] = cmd end
 end
 
+-- Reached through main.lua; listed here so `cogos help` shows them.
+commands.cogtainer = { help = "manage cogtainers (also the `cogtainer` program)", fn = function(argv, i)
+  return require("cogos.cli.cogtainer")(argv, i, "cogos cogtainer")
+end }
+commands.cogent = { help = "manage cogents (also the `cogent` program)", fn = function(argv, i)
+  return require("cogos.cli.cogent")(argv, i, "cogos cogent")
+end }
+commands.lua = { help = "run a Lua script inside the host: cogos lua SCRIPT [ARGS]", fn = function()
+  args.usage_error("usage: cogos lua SCRIPT [ARGS...]")
+end }
+
 return function(argv, first, prog)
   return args.subcommand(prog, argv, first, commands)
 end
