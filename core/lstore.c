@@ -107,6 +107,16 @@ static int l_store_wipe (lua_State *L) {
   return 1;
 }
 
+static int l_store_reboot (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_reboot(s, L);
+}
+
+static int l_store_clear_config (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_clear_config(s, L);
+}
+
 static int l_store_meta_get (lua_State *L) {
   store_t *s = db_arg(L);
   return store_m_meta_get(s, L, luaL_checkstring(L, 2));
@@ -209,7 +219,8 @@ static int l_store_messages (lua_State *L) {
 static int l_store_handler_add (lua_State *L) {
   store_t *s = db_arg(L);
   const char *process = luaL_checkstring(L, 2);
-  return store_m_handler_add(s, L, process, luaL_checkstring(L, 3));
+  const char *channel = luaL_checkstring(L, 3);
+  return store_m_handler_add(s, L, process, channel, opt_table(L, 4));
 }
 
 static int l_store_handler_remove (lua_State *L) {
@@ -220,6 +231,113 @@ static int l_store_handler_remove (lua_State *L) {
 static int l_store_handler_list (lua_State *L) {
   store_t *s = db_arg(L);
   return store_m_handler_list(s, L, opt_table(L, 2));
+}
+
+static int l_store_channel_close (lua_State *L) {
+  store_t *s = db_arg(L);
+  const char *name = luaL_checkstring(L, 2);
+  return store_m_channel_close(s, L, name, luaL_checkstring(L, 3));
+}
+
+static int l_store_schema_upsert (lua_State *L) {
+  store_t *s = db_arg(L);
+  const char *name = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  return store_m_schema_upsert(s, L, name, 3);
+}
+
+static int l_store_schema_get (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_schema_get(s, L, luaL_checkstring(L, 2));
+}
+
+static int l_store_schema_list (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_schema_list(s, L);
+}
+
+static int l_store_reconcile (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_reconcile(s, L);
+}
+
+/* }============ */
+
+/* {============ waits, resources, cron, leases */
+
+static int l_store_wait_add (lua_State *L) {
+  store_t *s = db_arg(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  return store_m_wait_add(s, L, 2);
+}
+
+static int l_store_wait_get (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_wait_get(s, L, luaL_checkstring(L, 2));
+}
+
+static int l_store_wait_results (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_wait_results(s, L, luaL_checkstring(L, 2));
+}
+
+static int l_store_resource_upsert (lua_State *L) {
+  store_t *s = db_arg(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  return store_m_resource_upsert(s, L, 2);
+}
+
+static int l_store_resource_list (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_resource_list(s, L);
+}
+
+/* An optional time in ms since 1970 at i (default: now). */
+static int64_t opt_now_ms (lua_State *L, int i) {
+  return lua_isnoneornil(L, i) ? store_now_ms() : (int64_t)luaL_checkinteger(L, i);
+}
+
+static int l_store_unblock (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_unblock(s, L, opt_now_ms(L, 2));
+}
+
+static int l_store_cron_add (lua_State *L) {
+  store_t *s = db_arg(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  return store_m_cron_add(s, L, 2);
+}
+
+static int l_store_cron_list (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_cron_list(s, L);
+}
+
+static int l_store_cron_set_enabled (lua_State *L) {
+  store_t *s = db_arg(L);
+  const char *id = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TBOOLEAN);
+  return store_m_cron_set_enabled(s, L, id, lua_toboolean(L, 3));
+}
+
+static int l_store_cron_delete (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_cron_delete(s, L, luaL_checkstring(L, 2));
+}
+
+static int l_store_cron_fire (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_cron_fire(s, L, opt_now_ms(L, 2));
+}
+
+static int l_store_reap (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_reap(s, L, opt_now_ms(L, 2));
+}
+
+static int l_store_heartbeat (lua_State *L) {
+  store_t *s = db_arg(L);
+  return store_m_heartbeat(s, L, luaL_checkstring(L, 2));
 }
 
 /* }============ */
@@ -298,6 +416,8 @@ static const luaL_Reg store_methods[] = {
   {"commit", l_store_commit},
   {"rollback", l_store_rollback},
   {"wipe", l_store_wipe},
+  {"reboot", l_store_reboot},
+  {"clear_config", l_store_clear_config},
   {"meta_get", l_store_meta_get},
   {"meta_set", l_store_meta_set},
   {"process_upsert", l_store_process_upsert},
@@ -318,6 +438,24 @@ static const luaL_Reg store_methods[] = {
   {"handler_add", l_store_handler_add},
   {"handler_remove", l_store_handler_remove},
   {"handler_list", l_store_handler_list},
+  {"channel_close", l_store_channel_close},
+  {"schema_upsert", l_store_schema_upsert},
+  {"schema_get", l_store_schema_get},
+  {"schema_list", l_store_schema_list},
+  {"reconcile", l_store_reconcile},
+  {"wait_add", l_store_wait_add},
+  {"wait_get", l_store_wait_get},
+  {"wait_results", l_store_wait_results},
+  {"resource_upsert", l_store_resource_upsert},
+  {"resource_list", l_store_resource_list},
+  {"unblock", l_store_unblock},
+  {"cron_add", l_store_cron_add},
+  {"cron_list", l_store_cron_list},
+  {"cron_set_enabled", l_store_cron_set_enabled},
+  {"cron_delete", l_store_cron_delete},
+  {"cron_fire", l_store_cron_fire},
+  {"reap", l_store_reap},
+  {"heartbeat", l_store_heartbeat},
   {"runnable", l_store_runnable},
   {"dispatch", l_store_dispatch},
   {"run_finish", l_store_run_finish},

@@ -497,7 +497,8 @@ int store_json_add (store_t *s, lua_State *L, int idx, const char *what, size_t 
   return 0;
 }
 
-#define PROC_COLS "SELECT id, status, mode, epoch, retry_count, max_retries, retry_backoff_ms FROM process "
+#define PROC_COLS "SELECT id, status, mode, epoch, retry_count, max_retries, retry_backoff_ms, " \
+  "CASE WHEN resources = '[]' THEN 0 ELSE 1 END, parent_process FROM process "
 
 static int proc_row (store_t *s, store_q *q, store_proc *p) {
   int rc = store_step(s, q);
@@ -510,6 +511,9 @@ static int proc_row (store_t *s, store_q *q, store_proc *p) {
     p->max_retries = store_col_int(s, q, 5);
     p->has_backoff = store_col_type(s, q, 6) != STORE_TNULL;
     p->retry_backoff_ms = store_col_int(s, q, 6);
+    p->has_resources = (int)store_col_int(s, q, 7);
+    p->parent[0] = '\0';
+    if (store_col_type(s, q, 8) != STORE_TNULL) store_col_copy(s, q, 8, p->parent, sizeof p->parent);
   }
   store_reset(s, q);
   return rc == STORE_ROW ? 1 : rc == STORE_DONE ? 0 : -1;
@@ -700,6 +704,8 @@ void store_close (store_t *s) {
     s->drv->close(s);
   }
   free(s->woken);
+  store_pattern_reset(s);
+  free(s->rcpt);
   free(s->gen_sql);
   json_buf_free(&s->jb);
   free(s);

@@ -76,9 +76,34 @@ typedef struct store_proc {
   store_id id;
   char status[16];
   char mode[16];
+  store_id parent;     /* empty when none */
   int64_t epoch, retry_count, max_retries, retry_backoff_ms;
   int has_backoff;
+  int has_resources;   /* resources is not [] */
 } store_proc;
+
+/* A pattern handler, cached between sends (see store_chan.c). */
+typedef struct store_phandler {
+  store_id id, process;
+  char *pattern, *predicate; /* predicate may be NULL */
+  int64_t epoch;
+} store_phandler;
+
+/* A channel name and the pattern handlers that match it. */
+typedef struct store_pmatch {
+  char *name;
+  int *idx;
+  int n;
+} store_pmatch;
+
+#define STORE_PMATCH_CAP 64
+
+/* A process that got a delivery from the send in progress. */
+typedef struct store_rcpt {
+  store_id process;
+  char status[16];
+  int waits; /* has a pending wait condition */
+} store_rcpt;
 
 struct store {
   const store_driver *drv;
@@ -96,6 +121,14 @@ struct store {
   int64_t epoch;
   int epoch_known;
   json_buf jb;       /* scratch for JSON columns */
+  /* Pattern handlers, reloaded when meta('handler_gen') changes. */
+  store_phandler *ph;
+  size_t nph;
+  char ph_gen[64];
+  int ph_loaded;
+  store_pmatch pm[STORE_PMATCH_CAP]; /* per channel name: matching entries of ph */
+  store_rcpt *rcpt;  /* recipients of the send in progress */
+  size_t nrcpt, caprcpt;
   /* Generated SQL for the tables written field by field (see store_table). */
   char *gen_sql;
   const char *sql_proc_insert, *sql_proc_update, *sql_proc_by_name, *sql_proc_by_id;
@@ -164,6 +197,8 @@ int store_wake_add(store_t *s, const char *process_id);
 
 void store_now(store_t *s, char out[STORE_TS_LEN + 1]);
 void store_ts_add_ms(const char *ts, int64_t ms, char out[STORE_TS_LEN + 1]);
+void store_ts_from_ms(int64_t ms, char out[STORE_TS_LEN + 1]); /* store_run.c */
+int64_t store_now_ms(void);
 void store_uuid(store_t *s, char out[STORE_ID_LEN + 1]);
 int store_is_uuid(const char *v, size_t n);
 /* The current epoch, -1 on error. Cached: meta_set('epoch'), wipe, migrate
@@ -187,9 +222,69 @@ int store_proc_by_id(store_t *s, const char *id, store_proc *p); /* same, by id 
 int store_proc_set(store_t *s, const store_proc *p, const char *status, const char *retry_at,
                    int64_t retry_count, const char *now);
 int store_valid_status(const char *status);
+/* T15 inside a transaction: pid and its descendants disabled, their waits
+ * resolved, child:exited posted for each that had not completed. */
+int store_disable_tree(store_t *s, lua_State *L, const char *pid, const char *now, int64_t *count);
 
 /* Channel id by name: 1, 0 (s->err "unknown channel 'x'"), -1. */
 int store_chan_find(store_t *s, const char *name, store_id id);
+
+/* {============ sends (store_chan.c), schemas (store_valid.c), waits (store_wait.c) */
+
+typedef struct store_send_args {
+  const char *channel;              /* by name */
+  const char *payload;              /* a JSON object; must not live in s->jb */
+  size_t plen;
+  const char *sender, *sender_run, *idem, *trace_id;
+  const char *trace_meta;           /* JSON or NULL; must not live in s->jb */
+  size_t tlen;
+  int child_exited;                 /* payload.type == "child:exited": may resolve waits */
+  int system;                       /* posted by the rules themselves: no schema or closed check */
+} store_send_args;
+
+typedef struct store_send_res {
+  store_id id;
+  int64_t deliveries;
+  int duplicate;
+  size_t woken0;                    /* s->woken[woken0..] are the processes it woke */
+} store_send_res;
+
+/* The send rule inside an open transaction: the message, one delivery per
+ * matching enabled handler (exact, pattern, predicate), the wake-ups and wait
+ * resolution. 0, or -1 with s->err. */
+int store_send(store_t *s, lua_State *L, const store_send_args *a, store_send_res *r);
+/* Applies the wake rules to the processes in s->rcpt (deliveries were just
+ * created for them by message `sender`). */
+int store_wake_rcpts(store_t *s, lua_State *L, const char *sender, int child_exited, const char *now);
+/* Forgets the pattern handler cache. */
+void store_pattern_reset(store_t *s);
+/* Marks the handler set changed (pattern caches reload). */
+int store_handler_gen_bump(store_t *s);
+/* Ensures spawn:<from>→<to> (owner `from`, type spawn); its id in id. */
+int store_spawn_channel(store_t *s, const char *from, const char *to, const char *now, store_id id,
+                        char *name, size_t namelen);
+/* Posts child:exited for process `id` when it has a parent (exit codes: 0 ok,
+ * 1 failed, 2 killed/disabled, 3 throttled). duration_ms < 0: unknown. */
+int store_post_exit(store_t *s, lua_State *L, const char *id, int exit_code, const char *run_id,
+                    const char *error, int64_t duration_ms, const char *now);
+/* The wait rule for one waiter: sender leaves its condition; 1 resolved, 0 not, -1. */
+int store_wait_resolve(store_t *s, lua_State *L, const char *waiter, const char *sender, const char *now);
+
+/* Resources (store_sched.c). Releases the pools a run holds and unblocks the
+ * processes that can go now. */
+int store_res_release(store_t *s, lua_State *L, const char *run_id, const char *now);
+/* For a dispatch: 1 available (and, with run_id, acquired for that run), 0 not
+ * available (s->err: "resource 'x' exhausted"), -1. */
+int store_res_acquire(store_t *s, lua_State *L, const char *process, const char *run_id, int64_t now_ms);
+
+/* Pushes {fields = ...} for the definition at idx (a field dict or {fields=}),
+ * every type name checked (self: the schema being defined); -1 with s->err. */
+int store_schema_normalize(store_t *s, lua_State *L, int idx, const char *self);
+/* Validates payload (JSON) against def (JSON {fields=}); -1 with s->err "a.b: expected ...". */
+int store_schema_check(store_t *s, lua_State *L, const char *def, size_t dlen, const char *payload,
+                       size_t plen);
+
+/* }============ */
 
 /* Lua field helpers for option tables: raise on a wrong type. */
 const char *store_opt_string(lua_State *L, int t, const char *field, const char *def);
@@ -276,13 +371,33 @@ int store_m_channel_get(store_t *s, lua_State *L, const char *name);
 int store_m_channel_list(store_t *s, lua_State *L);
 int store_m_send(store_t *s, lua_State *L, const char *channel, int payload, int t);
 int store_m_messages(store_t *s, lua_State *L, const char *channel, int t);
-int store_m_handler_add(store_t *s, lua_State *L, const char *process, const char *channel);
+int store_m_handler_add(store_t *s, lua_State *L, const char *process, const char *channel, int t);
+int store_m_channel_close(store_t *s, lua_State *L, const char *name, const char *process);
+int store_m_schema_upsert(store_t *s, lua_State *L, const char *name, int def);
+int store_m_schema_get(store_t *s, lua_State *L, const char *name);
+int store_m_schema_list(store_t *s, lua_State *L);
 int store_m_handler_remove(store_t *s, lua_State *L, const char *id);
 int store_m_handler_list(store_t *s, lua_State *L, int t);
+
+int store_m_wait_add(store_t *s, lua_State *L, int t);
+int store_m_wait_get(store_t *s, lua_State *L, const char *process);
+int store_m_wait_results(store_t *s, lua_State *L, const char *process);
+
+int store_m_resource_upsert(store_t *s, lua_State *L, int t);
+int store_m_resource_list(store_t *s, lua_State *L);
+int store_m_unblock(store_t *s, lua_State *L, int64_t now_ms);
+int store_m_cron_add(store_t *s, lua_State *L, int t);
+int store_m_cron_list(store_t *s, lua_State *L);
+int store_m_cron_set_enabled(store_t *s, lua_State *L, const char *id, int enabled);
+int store_m_cron_delete(store_t *s, lua_State *L, const char *id);
+int store_m_cron_fire(store_t *s, lua_State *L, int64_t now_ms);
+int store_m_reconcile(store_t *s, lua_State *L);
 
 int store_m_runnable(store_t *s, lua_State *L, int64_t limit);
 int store_m_dispatch(store_t *s, lua_State *L, const char *process, const char *node_id);
 int store_m_run_finish(store_t *s, lua_State *L, const char *run_id, int t);
+int store_m_reap(store_t *s, lua_State *L, int64_t now_ms);
+int store_m_heartbeat(store_t *s, lua_State *L, const char *node_id);
 int store_m_recover(store_t *s, lua_State *L, const char *node_id);
 int store_m_run_get(store_t *s, lua_State *L, const char *id);
 int store_m_run_list(store_t *s, lua_State *L, int t);
@@ -293,6 +408,8 @@ int store_m_file_list(store_t *s, lua_State *L, int t);
 int store_m_file_history(store_t *s, lua_State *L, const char *key);
 int store_m_file_delete(store_t *s, lua_State *L, const char *key);
 
+int store_m_reboot(store_t *s, lua_State *L);
+int store_m_clear_config(store_t *s, lua_State *L);
 int store_m_meta_get(store_t *s, lua_State *L, const char *key);
 int store_m_meta_set(store_t *s, lua_State *L, const char *key, const char *value);
 

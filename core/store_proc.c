@@ -249,34 +249,86 @@ int store_m_process_set_status (store_t *s, lua_State *L, const char *id, const 
 #define TREE "WITH RECURSIVE tree (id) AS (SELECT ? UNION " \
              "SELECT p.id FROM process p JOIN tree ON p.parent_process = tree.id) "
 
-int store_m_process_disable (store_t *s, lua_State *L, const char *id) {
-  store_proc p;
-  char now[STORE_TS_LEN + 1];
-  store_now(s, now);
-  if (store_op_begin(s) < 0) return store_push_fail(s, L);
-  if (store_proc_find(s, id, &p) <= 0) goto fail;
-  store_q *q = store_q_get(s, TREE
+typedef struct gone {
+  store_id id;
+  int notify; /* not completed: its child:exited was not posted yet */
+} gone;
+
+int store_disable_tree (store_t *s, lua_State *L, const char *pid, const char *now, int64_t *count) {
+  gone *v = NULL;
+  size_t n = 0, cap = 0;
+  store_q *q = store_q_get(s, TREE "SELECT p.id, p.status FROM process p "
+                                   "WHERE p.id IN (SELECT id FROM tree) AND p.status <> 'disabled'");
+  if (q == NULL) goto fail;
+  store_bind_text(s, q, 1, pid);
+  int rc;
+  while ((rc = store_step(s, q)) == STORE_ROW) {
+    if (n == cap) {
+      cap = cap ? cap * 2 : 8;
+      gone *bigger = realloc(v, cap * sizeof *v);
+      if (bigger == NULL) {
+        store_failf(s, "out of memory");
+        rc = STORE_ERR;
+        break;
+      }
+      v = bigger;
+    }
+    store_col_copy(s, q, 0, v[n].id, sizeof v[n].id);
+    const char *st = store_col_text(s, q, 1, NULL);
+    v[n++].notify = st && strcmp(st, "completed") != 0;
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) goto fail;
+  q = store_q_get(s, TREE
     "UPDATE process SET status = 'disabled', runnable_since = NULL, retry_at = NULL, updated_at = ? "
     "WHERE id IN (SELECT id FROM tree) AND status <> 'disabled'");
   if (q == NULL) goto fail;
-  store_bind_text(s, q, 1, p.id);
+  store_bind_text(s, q, 1, pid);
   store_bind_text(s, q, 2, now);
   if (store_exec_q(s, q) < 0) goto fail;
-  int64_t n = store_changes(s);
   q = store_q_get(s, TREE
     "UPDATE wait_condition SET status = 'resolved', resolved_at = ? WHERE status = 'pending' "
     "AND (process IN (SELECT id FROM tree) OR run IN "
     "(SELECT r.id FROM run r WHERE r.process IN (SELECT id FROM tree)))");
   if (q == NULL) goto fail;
-  store_bind_text(s, q, 1, p.id);
+  store_bind_text(s, q, 1, pid);
   store_bind_text(s, q, 2, now);
   if (store_exec_q(s, q) < 0) goto fail;
+  /* A kill is a child's end: its parent hears child:exited (exit code 2). */
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].notify) continue;
+    store_id run;
+    q = store_q_get(s, "SELECT id FROM run WHERE process = ? ORDER BY created_at DESC, id DESC LIMIT 1");
+    if (q == NULL) goto fail;
+    store_bind_text(s, q, 1, v[i].id);
+    rc = store_step(s, q);
+    if (rc == STORE_ROW) store_col_copy(s, q, 0, run, sizeof run);
+    store_reset(s, q);
+    if (rc == STORE_ERR) goto fail;
+    if (store_post_exit(s, L, v[i].id, 2, rc == STORE_ROW ? run : NULL, "process disabled", -1, now) < 0)
+      goto fail;
+  }
+  free(v);
+  *count = (int64_t)n;
+  return 0;
+fail:
+  free(v);
+  return -1;
+}
+
+int store_m_process_disable (store_t *s, lua_State *L, const char *id) {
+  store_proc p;
+  char now[STORE_TS_LEN + 1];
+  int64_t n = 0;
+  store_now(s, now);
+  if (store_op_begin(s) < 0) return store_push_fail(s, L);
+  if (store_proc_find(s, id, &p) <= 0 || store_disable_tree(s, L, p.id, now, &n) < 0) {
+    store_op_abort(s);
+    return store_push_fail(s, L);
+  }
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   lua_pushinteger(L, (lua_Integer)n);
   return 1;
-fail:
-  store_op_abort(s);
-  return store_push_fail(s, L);
 }
 
 /* {============ capabilities and grants */

@@ -1,11 +1,41 @@
 /* store_run.c — rules for scheduling and runs: runnable, dispatch, run_finish,
- * recover, and run reads. */
+ * recover, reap, heartbeat, and run reads.
+ *
+ * The transitions of cogos-spec §2.2, as this store implements them (the seed
+ * has 5 states; ours are its documented 7: `running` is a real status and
+ * one-shot success is `completed`):
+ *   T1/T2  process_upsert: one_shot -> runnable, daemon -> waiting (a status given wins)
+ *   T3     send/reconcile: waiting without a pending wait -> runnable (store_chan.c)
+ *   T4     a child:exited delivery resolves a pending wait: waiting -> runnable; a
+ *          running (parked lua) run is woken without a status change (store_wait.c)
+ *   T5     dispatch: runnable -> running (not waiting: the run's lease says who runs it)
+ *   T6     replaced: no executor tags; dispatch -> blocked when a resource is exhausted
+ *   T7     unblock / a released pool: blocked -> runnable when resources are available
+ *   T8     run ok, daemon: runnable with backlog else waiting
+ *   T9     run ok, one_shot: completed (the seed's `disabled` was a defect)
+ *   T10    third failed/timeout run of a daemon in a row: suspended + critical alert
+ *   T11    other daemon failure: like T8
+ *   T12    one_shot failure with retries left: runnable at retry_at (exponential backoff)
+ *   T13    one_shot failure, retries exhausted (or throttled): disabled
+ *   T14    run_finish{status='suspended'}: waiting (the run waits on a condition)
+ *   T15    process_disable: the tree disabled, waits resolved, child:exited (code 2)
+ *   T16    process_set_status(id, 'runnable') (CLI `process run`, shell kill -HUP)
+ *   T17    replaced: dispatch is one transaction; nothing to roll back afterwards
+ *   T18    replaced by recover(node_id) (runs of a dead node: failed, delivery pending
+ *          again, process runnable) and reap (stale or overlong runs: timeout); a
+ *          waiting parent is never disabled for waiting (the seed's bug)
+ *   T19    replaced: a waiting daemon with deliveries is made runnable by the send or
+ *          by reconcile, never left waiting
+ *   T20    process_upsert of an existing name: the given status wins, id and parent kept
+ * An out-of-band disable or suspend always wins over the end of a run. */
 #include "store_int.h"
 
 #include <lauxlib.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RUN_COLS \
   "r.id AS id, r.process AS process, r.message AS message, r.conversation AS conversation, " \
@@ -105,6 +135,19 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
     return 2;
   }
   store_uuid(s, run_id);
+  if (p.has_resources) { /* gated: every resource must have a unit to spare */
+    int r = store_res_acquire(s, L, p.id, NULL, store_now_ms());
+    if (r < 0) goto fail;
+    if (r == 0) {
+      char why[sizeof s->err + 16];
+      snprintf(why, sizeof why, "blocked: %s", s->err);
+      if (store_proc_set(s, &p, "blocked", NULL, p.retry_count, now) < 0) goto fail;
+      if (store_op_commit(s) < 0) return store_push_fail(s, L);
+      lua_pushnil(L);
+      lua_pushstring(L, why);
+      return 2;
+    }
+  }
   store_q *q = store_q_get(s,
     "UPDATE process SET status = 'running', runnable_since = NULL, updated_at = ? WHERE id = ?");
   if (q == NULL) goto fail;
@@ -154,6 +197,7 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
   store_bind_text(s, q, 7, now);
   store_bind_text(s, q, 8, now);
   if (store_exec_q(s, q) < 0) goto fail;
+  if (p.has_resources && store_res_acquire(s, L, p.id, run_id, store_now_ms()) != 1) goto fail;
   if (has_delivery) {
     q = store_q_get(s, "UPDATE delivery SET status = 'queued', run = ? WHERE handler = ? AND message = ?");
     if (q == NULL) goto fail;
@@ -182,11 +226,190 @@ static int has_pending (store_t *s, const char *process) {
   return rc == STORE_ERR ? -1 : rc == STORE_ROW;
 }
 
+/* T10: this failure is the third failed or timed-out run in a row. */
+static int daemon_breaker (store_t *s, const char *process) {
+  store_q *q = store_q_get(s, "SELECT status FROM run WHERE process = ? AND status <> 'running' "
+                              "ORDER BY created_at DESC, id DESC LIMIT 3");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, process);
+  int rc, n = 0, bad = 0;
+  while ((rc = store_step(s, q)) == STORE_ROW) {
+    const char *st = store_col_text(s, q, 0, NULL);
+    n++;
+    bad += st && (strcmp(st, "failed") == 0 || strcmp(st, "timeout") == 0);
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) return -1;
+  return n == 3 && bad == 3;
+}
+
+static int daemon_alert (store_t *s, lua_State *L, const char *process, const char *run_id, const char *now) {
+  store_id id;
+  char name[512];
+  store_q *q = store_q_get(s, "SELECT name FROM process WHERE id = ?");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, process);
+  int rc = store_step(s, q);
+  if (rc == STORE_ROW) store_col_copy(s, q, 0, name, sizeof name);
+  store_reset(s, q);
+  if (rc != STORE_ROW) return rc == STORE_ERR ? -1 : store_failf(s, "unknown process '%s'", process);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, process);
+  lua_setfield(L, -2, "process_id");
+  lua_pushstring(L, run_id);
+  lua_setfield(L, -2, "run_id");
+  int r = store_json(s, L, -1, "metadata");
+  lua_pop(L, 1);
+  if (r < 0) return -1;
+  q = store_q_get(s, "INSERT INTO alert (id, severity, alert_type, source, message, metadata, created_at) "
+                     "VALUES (?, 'critical', 'process:daemon_suspended', ?, ?, ?, ?)");
+  if (q == NULL) return -1;
+  char msg[600];
+  snprintf(msg, sizeof msg, "daemon '%s' suspended after 3 consecutive failed runs", name);
+  store_uuid(s, id);
+  store_bind_text(s, q, 1, id);
+  store_bind_text(s, q, 2, name);
+  store_bind_text(s, q, 3, msg);
+  store_bind_ltext(s, q, 4, s->jb.data, s->jb.len);
+  store_bind_text(s, q, 5, now);
+  return store_exec_q(s, q);
+}
+
 /* Length of at most max bytes of v that ends on a UTF-8 character boundary. */
 static size_t utf8_cut (const char *v, size_t n, size_t max) {
   if (n <= max) return n;
   while (max > 0 && ((unsigned char)v[max] & 0xC0) == 0x80) max--;
   return max;
+}
+
+/* What a run ends with; JSON fields live in s->jb at off/len (len 0: none). */
+typedef struct run_end_args {
+  const char *status, *error, *model_version;
+  int64_t tokens_in, tokens_out, duration;
+  int duration_given;
+  double cost;
+  size_t off[3], len[3]; /* result, snapshot, metadata */
+} run_end_args;
+
+/* The end of a run, inside a transaction: the run recorded, its delivery
+ * delivered, its pools released, the process transition, the breaker's alert
+ * and child:exited. The process row is left in p. */
+static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_args *e, store_proc *pp,
+                    const char *now) {
+  store_proc p;
+  store_id process;
+  char run_status[16];
+  const char *status = e->status, *error = e->error;
+  store_q *q = store_q_get(s, "SELECT process, status FROM run WHERE id = ?");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, run_id);
+  int rc = store_step(s, q);
+  if (rc == STORE_ROW) {
+    store_col_copy(s, q, 0, process, sizeof process);
+    store_col_copy(s, q, 1, run_status, sizeof run_status);
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) return -1;
+  if (rc == STORE_DONE) {
+    store_failf(s, "unknown run '%s'", run_id);
+    return -1;
+  }
+  if (strcmp(run_status, "running") != 0) {
+    store_failf(s, "run '%s' is not running (%s)", run_id, run_status);
+    return -1;
+  }
+  q = store_q_get(s,
+    "UPDATE run SET status = ?, tokens_in = ?, tokens_out = ?, cost_usd = ?, duration_ms = ?, error = ?, "
+    "model_version = ?, result = ?, snapshot = COALESCE(?, snapshot), metadata = COALESCE(?, metadata), "
+    "completed_at = ? WHERE id = ?");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, status);
+  store_bind_int(s, q, 2, e->tokens_in);
+  store_bind_int(s, q, 3, e->tokens_out);
+  store_bind_float(s, q, 4, e->cost);
+  if (e->duration_given) store_bind_int(s, q, 5, e->duration);
+  else store_bind_null(s, q, 5);
+  if (error) store_bind_ltext(s, q, 6, error, utf8_cut(error, strlen(error), MAX_ERROR));
+  else store_bind_null(s, q, 6);
+  store_bind_text(s, q, 7, e->model_version);
+  for (int i = 0; i < 3; i++) {
+    if (e->len[i]) store_bind_ltext(s, q, 8 + i, s->jb.data + e->off[i], e->len[i]);
+    else store_bind_null(s, q, 8 + i);
+  }
+  store_bind_text(s, q, 11, now);
+  store_bind_text(s, q, 12, run_id);
+  if (store_exec_q(s, q) < 0) return -1;
+  /* The run's delivery (one by construction): found through (process, status),
+   * which keeps the search off the history, then updated by its key. */
+  for (;;) {
+    store_id handler, message;
+    q = store_q_get(s, "SELECT handler, message FROM delivery WHERE process = ? AND status = 'queued' AND run = ?");
+    if (q == NULL) return -1;
+    store_bind_text(s, q, 1, process);
+    store_bind_text(s, q, 2, run_id);
+    rc = store_step(s, q);
+    if (rc == STORE_ROW) {
+      store_col_copy(s, q, 0, handler, sizeof handler);
+      store_col_copy(s, q, 1, message, sizeof message);
+    }
+    store_reset(s, q);
+    if (rc == STORE_ERR) return -1;
+    if (rc == STORE_DONE) break;
+    q = store_q_get(s, "UPDATE delivery SET status = 'delivered' WHERE handler = ? AND message = ?");
+    if (q == NULL) return -1;
+    store_bind_text(s, q, 1, handler);
+    store_bind_text(s, q, 2, message);
+    if (store_exec_q(s, q) < 0) return -1;
+  }
+
+  /* Pools held by the run are free again; processes blocked on them may go. */
+  if (store_res_release(s, L, run_id, now) < 0) return -1;
+
+  /* The process transition (§2.2, see the map at the top); an out-of-band
+   * disable or suspend wins. */
+  if (store_proc_by_id(s, process, &p) <= 0) return -1;
+  *pp = p;
+  const char *next = NULL;
+  int64_t retry_count = p.retry_count;
+  char retry_at[STORE_TS_LEN + 1], *retry = NULL;
+  int ok = strcmp(status, "completed") == 0;
+  int failed = strcmp(status, "failed") == 0 || strcmp(status, "timeout") == 0;
+  int exit_code = -1; /* >= 0: the child finished for good */
+  int breaker = 0;
+  if (strcmp(p.status, "disabled") == 0 || strcmp(p.status, "suspended") == 0) {
+    next = NULL;
+  } else if (strcmp(status, "suspended") == 0) {
+    next = "waiting"; /* T14: the run waits on a condition */
+  } else if (strcmp(p.mode, "daemon") == 0) {
+    if (failed && (breaker = daemon_breaker(s, p.id)) < 0) return -1;
+    if (breaker) {
+      next = "suspended"; /* T10 */
+    } else {
+      int pending = has_pending(s, p.id);
+      if (pending < 0) return -1;
+      next = pending ? "runnable" : "waiting"; /* T8, T11 */
+    }
+  } else if (ok) {
+    next = "completed"; /* T9 */
+    exit_code = 0;
+  } else if (p.retry_count < p.max_retries) {
+    next = "runnable"; /* T12 */
+    retry_count++;
+    if (p.has_backoff && p.retry_backoff_ms > 0) { /* exponential: backoff, 2x, 4x, ... */
+      int shift = retry_count - 1 > 20 ? 20 : (int)(retry_count - 1);
+      store_ts_add_ms(now, p.retry_backoff_ms << shift, retry_at);
+      retry = retry_at;
+    }
+  } else {
+    next = "disabled"; /* T13 */
+    exit_code = strcmp(status, "throttled") == 0 ? 3 : 1;
+  }
+  if (next && store_proc_set(s, &p, next, retry, retry_count, now) < 0) return -1;
+  if (breaker && daemon_alert(s, L, p.id, run_id, now) < 0) return -1;
+  if (exit_code >= 0 &&
+      store_post_exit(s, L, p.id, exit_code, run_id, error, e->duration_given ? e->duration : -1, now) < 0)
+    return -1;
+  return 0;
 }
 
 int store_m_run_finish (store_t *s, lua_State *L, const char *run_id, int t) {
@@ -242,110 +465,32 @@ int store_m_run_finish (store_t *s, lua_State *L, const char *run_id, int t) {
     return store_push_fail(s, L);
   }
 
+  run_end_args e;
+  memset(&e, 0, sizeof e);
+  e.status = status;
+  e.error = error;
+  e.model_version = model_version;
+  e.tokens_in = tokens_in;
+  e.tokens_out = tokens_out;
+  e.duration = duration;
+  e.duration_given = duration_given;
+  e.cost = cost;
+  memcpy(e.off, off, sizeof off);
+  memcpy(e.len, len, sizeof len);
   store_proc p;
-  store_id process;
-  char run_status[16], now[STORE_TS_LEN + 1];
+  char now[STORE_TS_LEN + 1];
   store_now(s, now);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
-  store_q *q = store_q_get(s, "SELECT process, status FROM run WHERE id = ?");
-  if (q == NULL) goto fail;
-  store_bind_text(s, q, 1, run_id);
-  int rc = store_step(s, q);
-  if (rc == STORE_ROW) {
-    store_col_copy(s, q, 0, process, sizeof process);
-    store_col_copy(s, q, 1, run_status, sizeof run_status);
+  if (run_end(s, L, run_id, &e, &p, now) < 0) {
+    store_op_abort(s);
+    return store_push_fail(s, L);
   }
-  store_reset(s, q);
-  if (rc == STORE_ERR) goto fail;
-  if (rc == STORE_DONE) {
-    store_failf(s, "unknown run '%s'", run_id);
-    goto fail;
-  }
-  if (strcmp(run_status, "running") != 0) {
-    store_failf(s, "run '%s' is not running (%s)", run_id, run_status);
-    goto fail;
-  }
-  q = store_q_get(s,
-    "UPDATE run SET status = ?, tokens_in = ?, tokens_out = ?, cost_usd = ?, duration_ms = ?, error = ?, "
-    "model_version = ?, result = ?, snapshot = COALESCE(?, snapshot), metadata = COALESCE(?, metadata), "
-    "completed_at = ? WHERE id = ?");
-  if (q == NULL) goto fail;
-  store_bind_text(s, q, 1, status);
-  store_bind_int(s, q, 2, tokens_in);
-  store_bind_int(s, q, 3, tokens_out);
-  store_bind_float(s, q, 4, cost);
-  if (duration_given) store_bind_int(s, q, 5, duration);
-  else store_bind_null(s, q, 5);
-  if (error) store_bind_ltext(s, q, 6, error, utf8_cut(error, strlen(error), MAX_ERROR));
-  else store_bind_null(s, q, 6);
-  store_bind_text(s, q, 7, model_version);
-  for (int i = 0; i < 3; i++) {
-    if (len[i]) store_bind_ltext(s, q, 8 + i, s->jb.data + off[i], len[i]);
-    else store_bind_null(s, q, 8 + i);
-  }
-  store_bind_text(s, q, 11, now);
-  store_bind_text(s, q, 12, run_id);
-  if (store_exec_q(s, q) < 0) goto fail;
-  /* The run's delivery (one by construction): found through (process, status),
-   * which keeps the search off the history, then updated by its key. */
-  for (;;) {
-    store_id handler, message;
-    q = store_q_get(s, "SELECT handler, message FROM delivery WHERE process = ? AND status = 'queued' AND run = ?");
-    if (q == NULL) goto fail;
-    store_bind_text(s, q, 1, process);
-    store_bind_text(s, q, 2, run_id);
-    rc = store_step(s, q);
-    if (rc == STORE_ROW) {
-      store_col_copy(s, q, 0, handler, sizeof handler);
-      store_col_copy(s, q, 1, message, sizeof message);
-    }
-    store_reset(s, q);
-    if (rc == STORE_ERR) goto fail;
-    if (rc == STORE_DONE) break;
-    q = store_q_get(s, "UPDATE delivery SET status = 'delivered' WHERE handler = ? AND message = ?");
-    if (q == NULL) goto fail;
-    store_bind_text(s, q, 1, handler);
-    store_bind_text(s, q, 2, message);
-    if (store_exec_q(s, q) < 0) goto fail;
-  }
-
-  /* The process transition; an out-of-band disable or suspend wins. */
-  if (store_proc_by_id(s, process, &p) <= 0) goto fail;
-  const char *next = NULL;
-  int64_t retry_count = p.retry_count;
-  char retry_at[STORE_TS_LEN + 1], *retry = NULL;
-  int ok = strcmp(status, "completed") == 0;
-  if (strcmp(p.status, "disabled") == 0 || strcmp(p.status, "suspended") == 0) {
-    next = NULL;
-  } else if (strcmp(status, "suspended") == 0) {
-    next = "waiting"; /* T14: the run waits on a condition */
-  } else if (strcmp(p.mode, "daemon") == 0) {
-    int pending = has_pending(s, p.id);
-    if (pending < 0) goto fail;
-    next = pending ? "runnable" : "waiting";
-  } else if (ok) {
-    next = "completed";
-  } else if (p.retry_count < p.max_retries) {
-    next = "runnable";
-    retry_count++;
-    if (p.has_backoff && p.retry_backoff_ms > 0) { /* exponential: backoff, 2x, 4x, ... */
-      int shift = retry_count - 1 > 20 ? 20 : (int)(retry_count - 1);
-      store_ts_add_ms(now, p.retry_backoff_ms << shift, retry_at);
-      retry = retry_at;
-    }
-  } else {
-    next = "disabled";
-  }
-  if (next && store_proc_set(s, &p, next, retry, retry_count, now) < 0) goto fail;
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   store_q *row = store_q_get(s, s->sql_proc_by_id);
   if (row == NULL) return store_push_fail(s, L);
   store_bind_text(s, row, 1, p.id);
   if (store_push_one(s, L, row) != 1) return store_push_fail(s, L);
   return 1;
-fail:
-  store_op_abort(s);
-  return store_push_fail(s, L);
 }
 
 typedef struct lost_run {
@@ -393,6 +538,7 @@ int store_m_recover (store_t *s, lua_State *L, const char *node_id) {
     store_bind_text(s, q, 1, now);
     store_bind_text(s, q, 2, runs[i].id);
     if (store_exec_q(s, q) < 0) goto fail;
+    if (store_res_release(s, L, runs[i].id, now) < 0) goto fail; /* its pools are free again */
     store_proc p;
     int r = store_proc_by_id(s, runs[i].process, &p);
     if (r < 0) goto fail;
@@ -433,3 +579,104 @@ int store_m_run_list (store_t *s, lua_State *L, int t) {
   if (store_push_rows(s, L, q) < 0) return store_push_fail(s, L);
   return 1;
 }
+
+/* {============ leases and limits */
+
+#define DEFAULT_MAX_DURATION_MS 900000 /* 15 min, also the heartbeat lease */
+
+/* Milliseconds since 1970 of an ISO timestamp of ours. */
+static int64_t ts_ms (const char *ts) {
+  char zero[STORE_TS_LEN + 1];
+  store_ts_add_ms(ts, 0, zero); /* normalises; parse below */
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  int msec = 0;
+  sscanf(zero, "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+         &tm.tm_sec, &msec);
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return (int64_t)timegm(&tm) * 1000 + msec;
+}
+
+void store_ts_from_ms (int64_t ms, char out[STORE_TS_LEN + 1]) {
+  store_ts_add_ms("1970-01-01T00:00:00.000Z", ms, out);
+}
+
+int64_t store_now_ms (void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct reaped {
+  store_id id;
+  int64_t duration;
+} reaped;
+
+int store_m_reap (store_t *s, lua_State *L, int64_t now_ms) {
+  char now[STORE_TS_LEN + 1];
+  store_ts_from_ms(now_ms, now);
+  reaped *v = NULL;
+  size_t n = 0, cap = 0;
+  int base = lua_gettop(L);
+  if (store_op_begin(s) < 0) return store_push_fail(s, L);
+  store_q *q = store_q_get(s, "SELECT r.id, r.created_at, r.heartbeat_at, p.max_duration_ms FROM run r "
+                              "JOIN process p ON p.id = r.process WHERE r.status = 'running'");
+  if (q == NULL) goto fail;
+  int rc;
+  while ((rc = store_step(s, q)) == STORE_ROW) {
+    int64_t created = ts_ms(store_col_text(s, q, 1, NULL));
+    const char *hb = store_col_text(s, q, 2, NULL);
+    int64_t beat = hb ? ts_ms(hb) : created;
+    int64_t max = store_col_type(s, q, 3) == STORE_TNULL ? DEFAULT_MAX_DURATION_MS : store_col_int(s, q, 3);
+    if (now_ms - created <= max && now_ms - beat <= DEFAULT_MAX_DURATION_MS) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 8;
+      reaped *bigger = realloc(v, cap * sizeof *v);
+      if (bigger == NULL) {
+        store_failf(s, "out of memory");
+        rc = STORE_ERR;
+        break;
+      }
+      v = bigger;
+    }
+    store_col_copy(s, q, 0, v[n].id, sizeof v[n].id);
+    v[n++].duration = now_ms - created;
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) goto fail;
+  for (size_t i = 0; i < n; i++) {
+    run_end_args e;
+    memset(&e, 0, sizeof e);
+    e.status = "timeout";
+    e.error = "run exceeded its maximum duration";
+    e.duration = v[i].duration;
+    e.duration_given = 1;
+    store_proc p;
+    if (run_end(s, L, v[i].id, &e, &p, now) < 0) goto fail;
+  }
+  free(v);
+  lua_settop(L, base);
+  if (store_op_commit(s) < 0) return store_push_fail(s, L);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+fail:
+  free(v);
+  store_op_abort(s);
+  lua_settop(L, base);
+  return store_push_fail(s, L);
+}
+
+int store_m_heartbeat (store_t *s, lua_State *L, const char *node_id) {
+  char now[STORE_TS_LEN + 1];
+  store_now(s, now);
+  store_q *q = store_q_get(s, "UPDATE run SET heartbeat_at = ? WHERE status = 'running' AND node_id = ?");
+  if (q == NULL) return store_push_fail(s, L);
+  store_bind_text(s, q, 1, now);
+  store_bind_text(s, q, 2, node_id);
+  if (store_exec_q(s, q) < 0) return store_push_fail(s, L);
+  lua_pushinteger(L, (lua_Integer)store_changes(s));
+  return 1;
+}
+
+/* }============ */

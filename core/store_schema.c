@@ -306,7 +306,7 @@ static const char v1[] =
   "CREATE TABLE budget ("
   " id TEXT PRIMARY KEY,"
   " scope TEXT NOT NULL," /* 'cogent', 'process:<id>', ... */
-  " period TEXT NOT NULL CHECK (period = 'daily' OR period = 'weekly' OR period = 'monthly'),"
+  " period TEXT NOT NULL CHECK (period = 'daily' OR period = 'weekly' OR period = 'monthly' OR period = 'total'),"
   " period_start TEXT NOT NULL,"
   " limits TEXT NOT NULL DEFAULT '{}',"
   " spent TEXT NOT NULL DEFAULT '{}',"
@@ -322,7 +322,14 @@ static const char v1[] =
   " created_at TEXT NOT NULL,"
   " UNIQUE (run_id, seq));\n";
 
-static const char *const migrations[] = {v1};
+/* Version 2: handler rules (glob patterns, one per process and pattern; the
+ * last predicate error), consumable refill periods. */
+static const char v2[] =
+  "ALTER TABLE handler ADD COLUMN last_error TEXT;\n"
+  "CREATE UNIQUE INDEX handler_pattern ON handler (pattern, process) WHERE pattern IS NOT NULL;\n"
+  "ALTER TABLE resource ADD COLUMN period_ms INTEGER;\n";
+
+static const char *const migrations[] = {v1, v2};
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 static int meta_put (store_t *s, const char *key, const char *value) {
@@ -408,3 +415,95 @@ int store_wipe (store_t *s) {
   s->epoch_known = 0;
   return 0;
 }
+
+/* {============ epochs (cogos-spec §7.6) */
+
+static int exec_all (store_t *s, const char *const *sql, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    store_q *q = store_q_get(s, sql[i]);
+    if (q == NULL || store_exec_q(s, q) < 0) return -1;
+  }
+  return 0;
+}
+
+int store_m_reboot (store_t *s, lua_State *L) {
+  char now[STORE_TS_LEN + 1], text[32];
+  store_now(s, now);
+  int64_t disabled = 0, count = 0;
+  int base = lua_gettop(L);
+  if (store_op_begin(s) < 0) return store_push_fail(s, L);
+  int64_t epoch = store_epoch(s);
+  if (epoch < 0) goto fail;
+  store_q *q = store_q_get(s, "SELECT count(*) FROM process WHERE epoch = ?");
+  if (q == NULL) goto fail;
+  store_bind_int(s, q, 1, epoch);
+  if (store_step(s, q) == STORE_ROW) count = store_col_int(s, q, 0);
+  store_reset(s, q);
+  /* init and its whole tree stop (T15); everything else of the epoch stays as it is */
+  store_proc init;
+  int r = store_proc_find(s, "init", &init);
+  if (r < 0) goto fail;
+  if (r == 1 && store_disable_tree(s, L, init.id, now, &disabled) < 0) goto fail;
+  snprintf(text, sizeof text, "%lld", (long long)(epoch + 1));
+  if (meta_put(s, "epoch", text) < 0) goto fail;
+  s->epoch_known = 0;
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)epoch);
+  lua_setfield(L, -2, "prev_epoch");
+  lua_pushinteger(L, (lua_Integer)count);
+  lua_setfield(L, -2, "prev_process_count");
+  r = store_json(s, L, -1, "metadata");
+  lua_settop(L, base);
+  if (r < 0) goto fail;
+  store_id id;
+  store_uuid(s, id);
+  q = store_q_get(s, "INSERT INTO operation (id, epoch, type, metadata, created_at) VALUES (?, ?, 'reboot', ?, ?)");
+  if (q == NULL) goto fail;
+  store_bind_text(s, q, 1, id);
+  store_bind_int(s, q, 2, epoch + 1);
+  store_bind_ltext(s, q, 3, s->jb.data, s->jb.len);
+  store_bind_text(s, q, 4, now);
+  if (store_exec_q(s, q) < 0) goto fail;
+  if (store_op_commit(s) < 0) return store_push_fail(s, L);
+  s->epoch_known = 0;
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, (lua_Integer)(epoch + 1));
+  lua_setfield(L, -2, "epoch");
+  lua_pushinteger(L, (lua_Integer)epoch);
+  lua_setfield(L, -2, "prev_epoch");
+  lua_pushinteger(L, (lua_Integer)count);
+  lua_setfield(L, -2, "prev_process_count");
+  lua_pushinteger(L, (lua_Integer)disabled);
+  lua_setfield(L, -2, "disabled");
+  return 1;
+fail:
+  store_op_abort(s);
+  lua_settop(L, base);
+  return store_push_fail(s, L);
+}
+
+int store_m_clear_config (store_t *s, lua_State *L) {
+  /* The configuration and its activity go; files (but the image's), channels,
+   * alerts, resources and executors stay. Children before parents. */
+  static const char *const sql[] = {
+    "DELETE FROM run_event", "DELETE FROM span_event", "DELETE FROM span", "DELETE FROM request_trace",
+    "DELETE FROM resource_usage", "DELETE FROM wait_condition", "DELETE FROM delivery",
+    "DELETE FROM channel_message", "DELETE FROM run", "DELETE FROM handler", "DELETE FROM process_capability",
+    "DELETE FROM cron", "UPDATE channel SET owner = NULL", "DELETE FROM process", "DELETE FROM capability",
+    "UPDATE schema SET file_id = NULL WHERE file_id IN (SELECT id FROM file WHERE "
+    "key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%')",
+    "DELETE FROM file_version WHERE file_id IN (SELECT id FROM file WHERE "
+    "key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%')",
+    "DELETE FROM file WHERE key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%'",
+  };
+  if (store_op_begin(s) < 0) return store_push_fail(s, L);
+  if (exec_all(s, sql, sizeof sql / sizeof sql[0]) < 0 || store_handler_gen_bump(s) < 0) {
+    store_op_abort(s);
+    return store_push_fail(s, L);
+  }
+  if (store_op_commit(s) < 0) return store_push_fail(s, L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* }============ */

@@ -62,7 +62,6 @@ static int sq_open (store_t *s, const char *path, int sync_full) {
   }
   sqlite3_busy_timeout(c->db, 5000);
   /* A larger lookaside: statement cursors and records come from it, not malloc. */
-  /* A larger lookaside: statement cursors and records come from it, not malloc. */
   sqlite3_db_config(c->db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 512, 2048);
   sqlite3_extended_result_codes(c->db, 1);
   /* WAL: readers never block the writer; NORMAL loses at most the last

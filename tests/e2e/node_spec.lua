@@ -77,7 +77,7 @@ describe("the node", function()
         if r.process_name == "spin" and r.status ~= "running" then return r end
       end
     end, 10000, "the spinning run to be stopped")
-    assert.equal("failed", spin.status)
+    assert.truthy(spin.status == "failed" or spin.status == "timeout", spin.status) -- budget or wall clock
     assert.truthy(spin.error:find("instruction budget exhausted", 1, true)
       or spin.error:find("deadline exceeded", 1, true), spin.error)
   end)
@@ -99,7 +99,8 @@ describe("the rest of the CLI on a booted cogent", function()
   it("lists capabilities, loads folders, runs, disables, removes handlers, restarts clean", function()
     w:boot()
     local caps = w:ok("cogos capability list --json")
-    assert.equal(3, #caps)
+    local image_caps = harness.slurp(require("cogos.core").root .. "/images/cogos/init/capabilities.lua")
+    assert.equal(select(2, image_caps:gsub("\nadd_capability%(", "")), #caps, "every type the image declares")
     local files_cap = w:ok("cogos capability get files --json")
     assert.truthy(files_cap.methods.read and files_cap.methods.write and files_cap.methods.search)
     local code, _, err = w:run("cogos capability get nope")

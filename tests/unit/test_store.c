@@ -89,7 +89,7 @@ static const char *prelude =
   "json = require 'json'\n"
   "store = require 'store'\n"
   "db = assert(store.open(DBPATH))\n"
-  "assert(db:migrate() == 1)\n"
+  "assert(db:migrate() == 2)\n"
   "function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end\n"
   "function fails(expected, v, err)\n"
   "  if v ~= nil then return false end\n"
@@ -156,8 +156,8 @@ static void done (lua_State *L) {
 TEST(test_open_migrate_meta) {
   lua_State *L = new_state();
   run(L,
-    "check(db:migrate() == 1)\n" /* idempotent */
-    "check(db:meta_get('schema_version') == '1') check(db:meta_get('epoch') == '0')\n"
+    "check(db:migrate() == 2)\n" /* idempotent */
+    "check(db:meta_get('schema_version') == '2') check(db:meta_get('epoch') == '0')\n"
     "check(db:meta_get('nope') == nil)\n"
     "check(db:meta_set('k', 'v') == true and db:meta_get('k') == 'v')\n"
     "db:meta_set('k', 'w') check(db:meta_get('k') == 'w')\n"
@@ -630,7 +630,7 @@ TEST(test_channels_handlers) {
     "check(#db:handler_list{process = 'p'} == 2 and #db:handler_list() == 2)\n"
     "check(db:handler_remove(h.id) == true)\n"
     "check(fails(\"unknown handler '\" .. h.id .. \"'\", db:handler_remove(h.id)))\n"
-    "check(db:send('x', {}).deliveries == 0)\n"
+    "check(db:send('x', {a = 's'}).deliveries == 0)\n"
     "check(#db:handler_list{process = 'p'} == 1)\n"
     "check(fails(\"unknown process 'q'\", db:handler_list{process = 'q'}))\n"
     /* stdin wakes the process through its own handler */
@@ -685,7 +685,7 @@ TEST(test_epochs_wipe) {
     "check(#db:process_list{all_epochs = true, status = 'runnable'} == 2)\n"
     "check(#db:handler_list() == 1)\n"
     "check(db:wipe() == true)\n"
-    "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '1')\n"
+    "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '2')\n"
     "check(#db:process_list{all_epochs = true} == 0 and #db:channel_list() == 0 and #db:file_list() == 0)\n"
     "check(sql('SELECT count(*) FROM channel_message') == '0' and sql('SELECT count(*) FROM delivery') == '0')\n"
     "check(daemon('p').epoch == 0)\n"
@@ -815,6 +815,387 @@ TEST(test_lua_errors_inside_rules) {
   }
 }
 
+TEST(test_lifecycle) {
+  lua_State *L = new_state();
+  run(L,
+    "db:channel_create('in')\n"
+    "local d = daemon('d'); db:handler_add('d', 'in')\n"
+    "local function fail_run(name, status) local r = assert(db:dispatch(name)); return db:run_finish(r.id, {status = status or 'failed'}) end\n"
+    "local function alerts() return tonumber(sql(\"SELECT count(*) FROM alert WHERE alert_type = 'process:daemon_suspended' AND severity = 'critical'\")) end\n"
+    /* two failures, then a success: the breaker counts consecutive failures only */
+    "for i = 1, 6 do db:send('in', {i = i}) end\n"
+    "check(fail_run('d').status == 'runnable' and fail_run('d').status == 'runnable')\n"
+    "check(fail_run('d', 'completed').status == 'runnable' and alerts() == 0)\n"
+    "check(fail_run('d').status == 'runnable' and fail_run('d', 'timeout').status == 'runnable')\n"
+    /* the third failure in a row (timeouts count): suspended, one critical alert */
+    "local p = fail_run('d'); check(p.status == 'suspended' and alerts() == 1, p.status)\n"
+    "check(sql(\"SELECT source FROM alert\") == 'd' and pending(d.id) == 0)\n"
+    "db:send('in', {}); check(db:process_get('d').status == 'suspended' and alerts() == 1)\n"
+    /* throttled runs are not failures for the breaker */
+    "local t = daemon('t'); db:handler_add('t', 'in'); for i = 1, 3 do db:send('in', {}) end\n"
+    "for i = 1, 3 do fail_run('t', 'throttled') end; check(db:process_get('t').status == 'waiting' and alerts() == 1)\n"
+    /* T20: a re-upsert revives a suspended daemon */
+    "check(db:process_upsert{name = 'd', status = 'waiting'}.status == 'waiting')\n"
+    /* one_shot: completed (not disabled); throttled failure counts against retries */
+    "local o = db:process_upsert{name = 'o'}; check(o.status == 'runnable')\n"
+    "check(fail_run('o', 'completed').status == 'completed')\n"
+    "local o2 = db:process_upsert{name = 'o2', max_retries = 1}\n"
+    "check(fail_run('o2', 'throttled').status == 'runnable' and fail_run('o2', 'throttled').status == 'disabled')\n"
+    /* backoff doubles: 1000 ms, then 2000 ms */
+    "local b = db:process_upsert{name = 'b', max_retries = 3, retry_backoff_ms = 1000}\n"
+    "local function gap(p2, r) local function ms(ts) local h, m, s2 = ts:match('T(%d+):(%d+):([%d.]+)Z') return ((h * 60 + m) * 60 + s2) * 1000 end return ms(p2.retry_at) - ms(r.completed_at) end\n"
+    "local r1 = db:dispatch('b'); local p1 = db:run_finish(r1.id, {status = 'failed'})\n"
+    "local g1 = gap(p1, db:run_get(r1.id)); check(g1 >= 999 and g1 <= 1001, g1)\n"
+    "db:process_set_status('b', 'runnable')\n" /* skip the wait */
+    "sql(\"UPDATE process SET retry_count = 1 WHERE name = 'b'\")\n"
+    "local r2 = db:dispatch('b'); local p2 = db:run_finish(r2.id, {status = 'failed'})\n"
+    "local g2 = gap(p2, db:run_get(r2.id)); check(p2.retry_count == 2 and g2 >= 1999 and g2 <= 2001, g2)\n"
+    /* reparenting: parent_process changes, detach to init */
+    "local init = daemon('init'); local par = daemon('par'); local kid = db:process_upsert{name = 'kid', mode = 'daemon', parent_process = 'par'}\n"
+    "check(kid.parent_process == par.id)\n"
+    "check(db:process_upsert{name = 'kid', parent_process = 'init'}.parent_process == init.id)\n"
+    "db:process_disable('par'); check(db:process_get('kid').status == 'waiting')\n");
+  done(L);
+}
+
+TEST(test_child_exited) {
+  lua_State *L = new_state();
+  run(L,
+    "local P = daemon('P')\n"
+    "local function chan(c) return 'spawn:' .. c .. '\\u{2192}' .. P.id end\n"
+    "local function exits(c) local ch = db:channel_get(chan(c)); if not ch then return {} end return db:messages(chan(c)) end\n"
+    /* one_shot success: exit 0, once, on a spawn channel owned by the child */
+    "local A = db:process_upsert{name = 'A', parent_process = 'P'}\n"
+    "local ra = db:dispatch('A'); db:run_finish(ra.id, {status = 'completed', duration_ms = 12})\n"
+    "local m = exits(A.id); check(#m == 1)\n"
+    "local e = m[1].payload; check(e.type == 'child:exited' and e.exit_code == 0 and e.process_id == A.id and e.process_name == 'A')\n"
+    "check(e.run_id == ra.id and e.duration_ms == 12 and m[1].sender_process == A.id)\n"
+    "local ch = db:channel_get(chan(A.id)); check(ch.owner == A.id and ch.channel_type == 'spawn')\n"
+    /* disabling a completed child does not post again */
+    "db:process_disable('A'); check(#exits(A.id) == 1)\n"
+    /* failure with retries left: nothing; exhausted: exit 1 with the error capped */
+    "local B = db:process_upsert{name = 'B', parent_process = P.id, max_retries = 1}\n"
+    "local rb = db:dispatch('B'); db:run_finish(rb.id, {status = 'failed', error = 'no'}); check(#exits(B.id) == 0)\n"
+    "rb = db:dispatch('B'); db:run_finish(rb.id, {status = 'failed', error = string.rep('e', 3000)})\n"
+    "local eb = exits(B.id)[1].payload; check(#exits(B.id) == 1 and eb.exit_code == 1 and #eb.error == 1000 and eb.run_id == rb.id)\n"
+    /* throttled for good: exit 3 */
+    "local T = db:process_upsert{name = 'T', parent_process = P.id}; local rt = db:dispatch('T')\n"
+    "db:run_finish(rt.id, {status = 'throttled'}); check(exits(T.id)[1].payload.exit_code == 3)\n"
+    /* a daemon child: runs end without a word; a kill says exit 2 */
+    "local D = daemon('D', {parent_process = 'P'}); db:channel_create('w'); db:handler_add('D', 'w'); db:send('w', {})\n"
+    "local rd = db:dispatch('D'); db:run_finish(rd.id); check(#exits(D.id) == 0)\n"
+    "db:process_disable('D'); local ed = exits(D.id); check(#ed == 1 and ed[1].payload.exit_code == 2 and ed[1].payload.run_id == rd.id)\n"
+    "db:process_disable('D'); check(#exits(D.id) == 1)\n"
+    /* the cascade tells every parent: the grandchild's parent hears it too */
+    "local E = daemon('E', {parent_process = 'P'}); local G = daemon('G', {parent_process = 'E'})\n"
+    "db:process_disable('P')\n"
+    "check(#exits(E.id) == 1 and exits(E.id)[1].payload.exit_code == 2)\n"
+    "check(#db:messages('spawn:' .. G.id .. '\\u{2192}' .. E.id) == 1)\n"
+    /* no parent, no message */
+    "local N = db:process_upsert{name = 'N'}; local rn = db:dispatch('N'); db:run_finish(rn.id)\n"
+    "check(sql(\"SELECT count(*) FROM channel WHERE name LIKE 'spawn:\" .. N.id .. \"%'\") == '0')\n"
+    /* an out-of-band disable during the run: exit 2 at the disable, nothing at the end */
+    "local Q = daemon('Q2'); local K = db:process_upsert{name = 'K', parent_process = 'Q2'}; local rk = db:dispatch('K')\n"
+    "db:process_disable('K'); db:run_finish(rk.id)\n"
+    "local ek = db:messages('spawn:' .. K.id .. '\\u{2192}' .. Q.id); check(#ek == 1 and ek[1].payload.exit_code == 2)\n");
+  done(L);
+}
+
+TEST(test_waits) {
+  lua_State *L = new_state();
+  run(L,
+    "local P = daemon('P')\n"
+    "local A = db:process_upsert{name = 'A', parent_process = 'P'}\n"
+    "local B = db:process_upsert{name = 'B', parent_process = 'P'}\n"
+    "local function finish(name) local r = db:dispatch(name); return db:run_finish(r.id, {status = 'completed'}) end\n"
+    /* wait_all, process-linked: waiting until both have exited */
+    "local w = assert(db:wait_add{process = 'P', type = 'wait_all', pending = {A.id, B.id}})\n"
+    "check(w.status == 'pending' and w.type == 'wait_all' and #w.pending == 2 and w.run == nil and w.process == P.id)\n"
+    "check(db:wait_get('P').id == w.id)\n"
+    /* the waiter listens on each child's exit channel */
+    "check(#db:handler_list{process = 'P'} == 3)\n"
+    "wakes()\n"
+    "finish('A'); check(db:process_get('P').status == 'waiting' and #wakes() == 0)\n"
+    "check(json.encode(db:wait_get('P').pending) == '[\"' .. B.id .. '\"]')\n"
+    /* other messages accumulate without waking a waiting process */
+    "local s = db:send('io:stdin:P', {text = 'hi'}); check(s.deliveries == 1 and #s.woken == 0 and db:process_get('P').status == 'waiting')\n"
+    "finish('B'); check(db:process_get('P').status == 'runnable' and #wakes() == 1 and db:wait_get('P') == nil)\n"
+    "local res = db:wait_results('P'); check(res.children[A.id].exit_code == 0 and res.children[B.id].process_name == 'B')\n"
+    "check(count(res.children) == 2)\n"
+    /* wait_any, run-linked, while the lua run is parked: the process stays running, the wake callback fires */
+    "local pr = db:dispatch('P')\n"
+    "local C1 = db:process_upsert{name = 'C1', parent_process = 'P'}; local C2 = db:process_upsert{name = 'C2', parent_process = 'P'}\n"
+    "local w2 = assert(db:wait_add{run = pr.id, type = 'wait_any', pending = {C1.id, C2.id}}); check(w2.run == pr.id and w2.process == P.id)\n"
+    "wakes()\n"
+    "finish('C2'); local wk = wakes(); check(#wk == 1 and wk[1] == P.id and db:process_get('P').status == 'running')\n"
+    "check(db:wait_get('P') == nil and sql(\"SELECT status FROM wait_condition WHERE id = '\" .. w2.id .. \"'\") == 'resolved')\n"
+    /* a child that already exited resolves at once */
+    "local w3 = db:wait_add{process = 'P', type = 'wait', pending = {C2.id}}; check(w3.status == 'resolved' and #w3.pending == 0)\n"
+    "local w4 = db:wait_add{process = 'P', type = 'wait_all', pending = {C2.id, C1.id}}; check(w4.status == 'pending' and #w4.pending == 1)\n"
+    /* llm style: the run ends suspended, the process waits, the exit makes it runnable */
+    "db:run_finish(pr.id, {status = 'suspended'}); check(db:process_get('P').status == 'waiting')\n"
+    "finish('C1'); check(db:process_get('P').status == 'runnable')\n"
+    /* non-exit messages from a child do not resolve (hot path) */
+    "db:process_set_status('P', 'waiting')\n"
+    "local C3 = daemon('C3', {parent_process = 'P'}); db:wait_add{process = 'P', pending = {C3.id}}\n"
+    "db:send('spawn:' .. C3.id .. '\\u{2192}' .. P.id, {type = 'data'}, {sender_process = C3.id})\n"
+    "check(db:process_get('P').status == 'waiting' and db:wait_get('P') ~= nil)\n"
+    /* one message through two handlers (exact and pattern) counts once */
+    "local W = daemon('W'); local C4 = db:process_upsert{name = 'C4', parent_process = 'W'}; local C5 = db:process_upsert{name = 'C5', parent_process = 'W'}\n"
+    "db:wait_add{process = 'W', pending = {C4.id}}; db:wait_add{process = 'W', pending = {C5.id}}; db:handler_add('W', 'spawn:*')\n"
+    "finish('C4')\n"
+    "check(sql(\"SELECT count(*) FROM wait_condition WHERE status = 'resolved' AND process = '\" .. W.id .. \"'\") == '1')\n"
+    "check(db:process_get('W').status == 'waiting')\n"
+    /* an exit that arrives while the waiter is runnable still counts */
+    "local V = daemon('V'); local C6 = db:process_upsert{name = 'C6', parent_process = 'V'}\n"
+    "db:wait_add{process = 'V', type = 'wait_all', pending = {C6.id}}; db:process_set_status('V', 'runnable')\n"
+    "finish('C6'); check(db:wait_get('V') == nil and db:process_get('V').status == 'runnable')\n"
+    /* a kill resolves the killed process's waits (orphan cleanup) */
+    "db:process_disable('P'); check(db:wait_get(P.id) == nil)\n"
+    /* errors */
+    "check(fails(\"invalid wait type 'x' (wait, wait_any or wait_all)\", db:wait_add{process = 'A', type = 'x', pending = {'a'}}))\n"
+    "check(fails('wait_add: pending must name at least one process', db:wait_add{process = 'A', pending = {}}))\n"
+    "check(fails(\"unknown process 'ghost'\", db:wait_add{process = 'ghost', pending = {'a'}}))\n"
+    "check(fails(\"unknown run 'r'\", db:wait_add{run = 'r', pending = {'a'}}))\n"
+    "check(fails(\"unknown process 'C1'\", db:wait_add{process = 'A', pending = {'C1'}}))\n"
+    "local orphan = db:process_upsert{name = 'orphan'}\n"
+    "check(fails(\"process '\" .. orphan.id .. \"' has no parent: it posts no child:exited\", db:wait_add{process = 'A', pending = {orphan.id}}))\n"
+    /* a collector waits for its siblings: it listens on their exit channels to the parent */
+    "local M = daemon('M'); local S1 = db:process_upsert{name = 'S1', parent_process = 'M'}\n"
+    "local col = db:process_upsert{name = 'col', parent_process = 'M', status = 'waiting'}\n"
+    "db:wait_add{process = 'col', type = 'wait_all', pending = {S1.id}}\n"
+    "check(db:channel_get('spawn:' .. S1.id .. '\\u{2192}' .. col.id) == nil)\n"
+    "finish('S1'); check(db:process_get('col').status == 'runnable' and db:wait_get('col') == nil)\n"
+    "check(raises(\"field 'pending'\", db.wait_add, db, {process = 'A'}))\n"
+    "check(fails(\"unknown process 'ghost'\", db:wait_results('ghost')))\n");
+  done(L);
+}
+
+TEST(test_handler_rules) {
+  lua_State *L = new_state();
+  run(L,
+    "local d = daemon('d'); db:channel_create('old')\n"
+    "db:send('old', {n = 1})\n"
+    /* a handler gets only what is sent after it exists: no replay, not even by reconcile */
+    "local h = db:handler_add('d', 'old'); check(pending(d.id) == 0)\n"
+    "check(db:reconcile().deliveries == 0 and pending(d.id) == 0)\n"
+    "db:send('old', {n = 2}); check(pending(d.id) == 1)\n"
+    /* glob patterns: matched against the channel name at each send, channel need not exist */
+    "local g = daemon('g'); local hp = assert(db:handler_add('g', 'io:discord:*'))\n"
+    "check(hp.pattern == 'io:discord:*' and hp.channel == 'io:discord:*' and hp.channel_id == nil)\n"
+    "check(db:handler_add('g', 'io:discord:*').id == hp.id)\n"
+    "db:channel_create('io:discord:dm') db:channel_create('io:email:in')\n"
+    "wakes()\n"
+    "local r = db:send('io:discord:dm', {x = 1}); check(r.deliveries == 1 and r.woken[1] == g.id and #wakes() == 1)\n"
+    "check(db:send('io:email:in', {}).deliveries == 0)\n"
+    "db:handler_add('g', 'io:?mail:*'); check(db:send('io:email:in', {}).deliveries == 1)\n"
+    "check(db:send('io:discord:dm', {}).deliveries == 1)\n"
+    /* a removed pattern handler stops matching */
+    "db:handler_remove(hp.id); check(db:send('io:discord:dm', {}).deliveries == 0)\n"
+    /* predicates: only matching messages are delivered and wake */
+    "local p = daemon('p'); db:channel_create('jobs')\n"
+    "local hq = assert(db:handler_add('p', 'jobs', {predicate = 'payload.priority > 3'})); check(hq.predicate == 'payload.priority > 3')\n"
+    "r = db:send('jobs', {priority = 1}); check(r.deliveries == 0 and #r.woken == 0 and db:process_get('p').status == 'waiting')\n"
+    "r = db:send('jobs', {priority = 5}); check(r.deliveries == 1 and r.woken[1] == p.id)\n"
+    "check(pending(p.id) == 1 and sql(\"SELECT count(*) FROM delivery WHERE status = 'skipped'\") == '1')\n"
+    /* a predicate error is no match, recorded on the handler */
+    "r = db:send('jobs', {}); check(r.deliveries == 0)\n"
+    "local listed = db:handler_list{process = 'p'}; local le\n"
+    "for _, x in ipairs(listed) do if x.id == hq.id then le = x.last_error end end\n"
+    "check(type(le) == 'string' and #le > 0, tostring(le))\n"
+    /* patterns with predicates */
+    "local z = daemon('z'); db:handler_add('z', 'jobs*', {predicate = 'payload.priority == 9'})\n"
+    "check(db:send('jobs', {priority = 9}).deliveries == 2 and db:send('jobs', {priority = 8}).deliveries == 1)\n"
+    "check(fails(\"unknown channel 'nope'\", db:handler_add('d', 'nope')))\n");
+  done(L);
+}
+
+TEST(test_reconcile) {
+  lua_State *L = new_state();
+  run(L,
+    "local a, b = daemon('a'), daemon('b'); db:channel_create('c')\n"
+    "db:handler_add('a', 'c'); db:handler_add('b', 'c')\n"
+    "for i = 1, 5 do db:send('c', {i = i}) end\n"
+    "check(db:reconcile().deliveries == 0)\n"
+    /* deliveries lost (as after a crash between systems): repaired, with the wake rules */
+    "sql(\"DELETE FROM delivery WHERE process = '\" .. a.id .. \"'\")\n"
+    "sql(\"UPDATE process SET status = 'waiting' WHERE id = '\" .. a.id .. \"'\")\n"
+    "wakes()\n"
+    "local r = db:reconcile(); check(r.deliveries == 5 and r.woken == 1, r.deliveries .. '/' .. r.woken)\n"
+    "check(pending(a.id) == 5 and db:process_get('a').status == 'runnable' and #wakes() == 1)\n"
+    "check(db:reconcile().deliveries == 0)\n"
+    /* no cap: 500 missing deliveries come back at once */
+    "for i = 1, 500 do db:send('c', {i = i}) end\n"
+    "sql(\"DELETE FROM delivery WHERE process = '\" .. b.id .. \"'\")\n"
+    "check(db:reconcile().deliveries == 505 and pending(b.id) == 505)\n"
+    /* pattern and predicate handlers are repaired too */
+    "local p = daemon('p'); db:handler_add('p', 'c*', {predicate = 'payload.i == 3'})\n"
+    "local q = daemon('q'); db:handler_add('q', 'c?')\n"
+    "db:channel_create('cx'); db:send('c', {i = 3}); db:send('cx', {i = 3})\n"
+    "check(pending(p.id) == 2 and pending(q.id) == 1)\n"
+    "sql(\"DELETE FROM delivery WHERE process IN ('\" .. p.id .. \"', '\" .. q.id .. \"')\")\n"
+    "check(db:reconcile().deliveries == 3 and pending(p.id) == 2 and pending(q.id) == 1)\n"
+    /* a child:exited repaired by reconcile resolves the wait */
+    "local P = daemon('P'); local K = db:process_upsert{name = 'K', parent_process = 'P'}\n"
+    "db:wait_add{process = 'P', type = 'wait', pending = {K.id}}\n"
+    "local rk = db:dispatch('K'); db:run_finish(rk.id)\n"
+    "check(db:process_get('P').status == 'runnable')\n"
+    "sql(\"DELETE FROM delivery WHERE process = '\" .. P.id .. \"'\")\n"
+    "sql(\"UPDATE wait_condition SET status = 'pending', resolved_at = NULL WHERE process = '\" .. P.id .. \"'\")\n"
+    "sql(\"UPDATE process SET status = 'waiting' WHERE id = '\" .. P.id .. \"'\")\n"
+    "r = db:reconcile(); check(r.deliveries == 1 and db:process_get('P').status == 'runnable' and db:wait_get('P') == nil)\n");
+  done(L);
+}
+
+TEST(test_schemas) {
+  lua_State *L = new_state();
+  run(L,
+    "local o = daemon('o'); local x = daemon('x')\n"
+    "local pt = assert(db:schema_upsert('point', {x = 'number', y = 'number'}))\n"
+    "check(pt.name == 'point' and pt.definition.fields.x == 'number')\n"
+    "check(db:schema_upsert('point', {fields = {x = 'number', y = 'number'}}).id == pt.id)\n"
+    "check(db:schema_get('point').definition.fields.y == 'number' and #db:schema_list() == 1)\n"
+    "check(fails(\"unknown schema 'nope'\", db:schema_get('nope')))\n"
+    "check(fails(\"unknown type 'object'\", db:schema_upsert('bad', {a = 'object'})))\n"
+    "check(fails(\"unknown type 'thing'\", db:channel_create('bad', {schema = {a = 'list[thing]'}})))\n"
+    "check(db:schema_upsert('tree', {name = 'string', kids = 'list[tree]'}) ~= nil)\n" /* self reference */
+    "assert(db:channel_create('s', {owner = 'o', schema = {a = {b = 'number', c = 'list[point]'}, t = 'bool', l = 'list', d = 'dict', n = 'string'}}))\n"
+    "local ok = {a = {b = 1.5, c = {{x = 1, y = 2}}}, t = false, l = json.array(), d = {}, n = 'n'}\n"
+    "check(db:send('s', ok) ~= nil)\n"
+    "local function bad(payload, msg) local r, err = db:send('s', payload); check(r == nil and err == \"payload does not match the schema of 's': \" .. msg, err) end\n"
+    "local function with(k, v) local t = json.decode(json.encode(ok)); t[k] = v; return t end\n"
+    "bad(with('a', {b = 'x', c = {}}), 'a.b: expected number, got string')\n"
+    "bad(with('a', {b = true, c = {}}), 'a.b: expected number, got bool')\n"
+    "bad(with('a', {b = 1, c = {{x = 1, y = 2}, {x = 1, y = 2}, {x = 1, y = 'z'}}}), 'a.c[2].y: expected number, got string')\n"
+    "bad(with('a', {b = 1, c = {{x = 1}}}), 'a.c[0].y: missing field')\n"
+    "bad(with('zz', 1), 'zz: unexpected field')\n"
+    "bad(with('t', 1), 't: expected bool, got number')\n"
+    "bad(with('l', {}), 'l: expected list, got dict')\n"
+    "bad(with('d', {1}), 'd: expected dict, got list')\n"
+    "bad(with('n', nil), 'n: missing field')\n"
+    "check(#db:messages('s') == 1)\n" /* nothing written on failure */
+    /* registered schema by name */
+    "db:channel_create('pts', {schema = 'point'}); check(db:send('pts', {x = 1, y = 2}) ~= nil)\n"
+    "local r, err = db:send('pts', {x = 1}); check(r == nil and err == \"payload does not match the schema of 'pts': y: missing field\", err)\n"
+    "db:channel_create('trees', {schema = 'tree'}); check(db:send('trees', {name = 'a', kids = {{name = 'b', kids = json.array()}}}) ~= nil)\n"
+    "r, err = db:send('trees', {name = 'a', kids = {{name = 2, kids = json.array()}}}); check(err and err:find('kids%[0%]%.name: expected string, got number'), err)\n"
+    /* closing: owner only; a closed channel refuses sends */
+    "check(fails('only the channel owner can close it', db:channel_close('s', 'x')))\n"
+    "local c = assert(db:channel_close('s', 'o')); check(c.closed_at ~= nil)\n"
+    "check(fails(\"channel 's' is closed\", db:send('s', ok)))\n"
+    "check(db:channel_create('s', {owner = 'x'}).closed_at ~= nil and db:channel_get('s').owner == o.id)\n"
+    "check(fails(\"unknown channel 'q'\", db:channel_close('q', 'o')))\n");
+  done(L);
+}
+
+TEST(test_resources) {
+  lua_State *L = new_state();
+  run(L,
+    "local gpu = assert(db:resource_upsert{name = 'gpu', resource_type = 'pool', capacity = 1})\n"
+    "check(gpu.used == 0 and gpu.remaining == 1 and gpu.resource_type == 'pool')\n"
+    "check(fails(\"invalid resource_type 'x' (pool or consumable)\", db:resource_upsert{name = 'z', resource_type = 'x'}))\n"
+    "local a = db:process_upsert{name = 'a', resources = {'gpu'}}; local b = db:process_upsert{name = 'b', resources = {'gpu'}}\n"
+    "local ra = assert(db:dispatch('a'))\n"
+    "check(db:resource_list()[1].used == 1 and db:resource_list()[1].remaining == 0)\n"
+    "local rb, err = db:dispatch('b'); check(rb == nil and err == \"blocked: resource 'gpu' exhausted\", err)\n"
+    "check(db:process_get('b').status == 'blocked' and db:unblock() == 0)\n"
+    "wakes()\n"
+    "db:run_finish(ra.id); check(db:process_get('b').status == 'runnable' and #wakes() == 1)\n"
+    "check(db:resource_list()[1].used == 0 and assert(db:dispatch('b')))\n"
+    /* consumables: spent per run, refilled at the next period */
+    "db:resource_upsert{name = 'calls', resource_type = 'consumable', capacity = 1, period_ms = 3600000}\n"
+    "local c = db:process_upsert{name = 'c', mode = 'daemon', status = 'runnable', resources = {'calls'}}\n"
+    "local rc = assert(db:dispatch('c')); db:run_finish(rc.id); db:process_set_status('c', 'runnable')\n"
+    "local r2, e2 = db:dispatch('c'); check(r2 == nil and e2 == \"blocked: resource 'calls' exhausted\", e2)\n"
+    "check(db:unblock() == 0 and db:process_get('c').status == 'blocked')\n"
+    "local later = math.floor(os.time() * 1000) + 3600000\n"
+    "check(db:unblock(later) == 1 and db:process_get('c').status == 'runnable')\n"
+    /* an unknown resource blocks with a clear reason */
+    /* a run lost with its node frees its pool */
+    "local e = db:process_upsert{name = 'e', resources = {'gpu'}}; db:run_finish(db:run_list{process = 'b'}[1].id)\n"
+    "assert(db:dispatch('e', 'n9')); check(db:resource_list()[2].used == 1)\n"
+    "check(db:recover('n9') == 1 and db:resource_list()[2].used == 0)\n"
+    "local u = db:process_upsert{name = 'u', resources = {'nope'}}\n"
+    "local ru, eu = db:dispatch('u'); check(ru == nil and eu == \"blocked: unknown resource 'nope'\", eu)\n");
+  done(L);
+}
+
+TEST(test_cron) {
+  lua_State *L = new_state();
+  run(L,
+    "local T = 1795335330000\n" /* 2026-11-22 08:15:30 UTC, a Sunday */
+    "local function bad(expr, msg) local r, err = db:cron_add{expression = expr, channel = 'x'}; check(r == nil and err == \"invalid cron expression '\" .. expr .. \"': \" .. msg, err) end\n"
+    "bad('* * * *', '5 fields expected (minute hour day-of-month month weekday)')\n"
+    "bad('60 * * * *', 'minute value out of range 0-59')\n"
+    "bad('* * 0 * *', 'day of month value out of range 1-31')\n"
+    "bad('5-1 * * * *', 'minute range 5-1 is backwards')\n"
+    "bad('*/0 * * * *', \"bad minute field '*/0'\")\n"
+    "bad('a * * * *', \"bad minute field 'a'\")\n"
+    "local rule = assert(db:cron_add{expression = '15 8 * * *', channel = 'check:health', payload = {kind = 'cron'}})\n"
+    "check(rule.enabled == true and rule.channel == 'check:health' and rule.payload.kind == 'cron')\n"
+    "assert(db:cron_add{expression = '10-20/5 8 * * 7', channel = 'sunday'})\n"
+    "assert(db:cron_add{expression = '15 8 * * 1-5', channel = 'weekday'})\n"
+    "assert(db:cron_add{expression = '*/15 * 22 11 *', channel = 'off', enabled = false})\n"
+    "check(#db:cron_list() == 4)\n"
+    /* a subscriber to the minute tick */
+    "local d = daemon('d'); db:channel_create('system:tick:minute'); db:handler_add('d', 'system:tick:minute')\n"
+    "db:channel_create('check:health'); local s = daemon('s'); db:handler_add('s', 'check:health')\n"
+    "local r = db:cron_fire(T); check(r.messages == 4, r.messages)\n" /* minute, hour, health, sunday */
+    "check(db:process_get('d').status == 'runnable' and pending(s.id) == 1)\n"
+    "check(db:messages('check:health')[1].payload.kind == 'cron' and #db:messages('sunday') == 1)\n"
+    "check(db:channel_get('weekday') == nil and db:channel_get('off') == nil)\n"
+    /* the same minute again (a restart): nothing */
+    "check(db:cron_fire(T + 20000).messages == 0)\n"
+    /* the next minute: the minute tick only */
+    "check(db:cron_fire(T + 60000).messages == 1 and #db:messages('check:health') == 1)\n"
+    "check(#db:messages('system:tick:hour') == 1 and #db:messages('system:tick:minute') == 2)\n"
+    /* a restarted node (another connection) in the same minute fires nothing again */
+    "local db2 = assert(store.open(DBPATH)); check(db2:cron_fire(T + 65000).messages == 0); db2:close()\n"
+    /* enable / disable / delete */
+    "local off; for _, c in ipairs(db:cron_list()) do if c.channel == 'off' then off = c end end\n"
+    "check(db:cron_set_enabled(off.id, true).enabled == true)\n"
+    "check(db:cron_fire(T - 30000 + 3 * 60000).messages == 1)\n" /* 08:18: the minute tick only */
+    "check(db:cron_fire(T - 30000 + 15 * 60000).messages == 2)\n" /* 08:30: the minute tick and 'off' */
+    "check(fails(\"unknown cron rule 'nope'\", db:cron_set_enabled('nope', false)))\n"
+    "check(db:cron_delete(rule.id) == true and fails(\"unknown cron rule '\" .. rule.id .. \"'\", db:cron_delete(rule.id)))\n");
+  done(L);
+}
+
+TEST(test_reap_heartbeat) {
+  lua_State *L = new_state();
+  run(L,
+    "local a = db:process_upsert{name = 'a', max_duration_ms = 1000}\n"
+    "local b = db:process_upsert{name = 'b'}\n"
+    "local ra = db:dispatch('a', 'n1'); local rb = db:dispatch('b', 'n1')\n"
+    "local now = math.floor(os.time() * 1000)\n"
+    "check(db:reap(now) == 0)\n"
+    "check(db:reap(now + 5000) == 1)\n"
+    "local g = db:run_get(ra.id); check(g.status == 'timeout' and g.error == 'run exceeded its maximum duration')\n"
+    "check(db:process_get('a').status == 'disabled' and db:run_get(rb.id).status == 'running')\n"
+    /* the default limit (15 min) and the heartbeat lease */
+    "check(db:heartbeat('n1') == 1 and db:heartbeat('n2') == 0)\n"
+    "check(db:reap(now + 16 * 60000) == 1 and db:run_get(rb.id).status == 'timeout')\n");
+  done(L);
+}
+
+TEST(test_reboot_clear_config) {
+  lua_State *L = new_state();
+  run(L,
+    "local init = daemon('init'); local k = daemon('k', {parent_process = 'init'}); local other = daemon('other')\n"
+    "db:file_write('mnt/boot/a.md', 'a'); db:file_write('mnt/disk/b.md', 'b'); db:channel_create('keep'); db:send('keep', {})\n"
+    "local r = assert(db:reboot()); check(r.epoch == 1 and r.prev_process_count == 3 and r.disabled == 2)\n"
+    "check(db:meta_get('epoch') == '1' and db:process_get(init.id).status == 'disabled' and db:process_get(k.id).status == 'disabled')\n"
+    "check(db:process_get(other.id).status == 'waiting' and #db:process_list() == 0)\n"
+    "check(sql(\"SELECT type FROM operation\") == 'reboot' and sql(\"SELECT epoch FROM operation\") == '1')\n"
+    "check(db:file_get('mnt/boot/a.md') ~= nil and #db:messages('keep') == 1)\n"
+    /* clear_config: processes, grants, handlers, runs, messages and the image's files go */
+    "daemon('n'); db:cron_add{expression = '* * * * *', channel = 'keep'}\n"
+    "check(db:clear_config() == true)\n"
+    "check(#db:process_list{all_epochs = true} == 0 and #db:cron_list() == 0 and #db:messages('keep') == 0)\n"
+    "check(db:file_get('mnt/boot/a.md') == nil and db:file_get('mnt/disk/b.md') ~= nil and db:channel_get('keep') ~= nil)\n");
+  done(L);
+}
+
 /* }============ */
 
 int main (void) {
@@ -841,6 +1222,16 @@ int main (void) {
   RUN(test_misuse);
   RUN(test_c_api);
   RUN(test_lua_errors_inside_rules);
+  RUN(test_lifecycle);
+  RUN(test_child_exited);
+  RUN(test_waits);
+  RUN(test_handler_rules);
+  RUN(test_reconcile);
+  RUN(test_schemas);
+  RUN(test_resources);
+  RUN(test_cron);
+  RUN(test_reap_heartbeat);
+  RUN(test_reboot_clear_config);
   rmdir(dir);
   return unit_report();
 }
