@@ -406,7 +406,23 @@ static int proc_state (store_t *s, const char *pid, char status[16], int *waits)
  * of its process (so no exit is lost), and then makes a waiting process
  * runnable or wakes a running one (a lua run parked in its coroutine resumes)
  * without changing its status. */
-int store_wake_rcpts (store_t *s, lua_State *L, const char *sender, int child_exited, const char *now) {
+/* A child:exited message a wait accounted for is consumed by the waiting run
+ * (a parked lua run, or the suspended run of an llm process), so it does not
+ * wake the process again once that run is over. */
+static int consume_delivery (store_t *s, const char *mid, const char *pid) {
+  store_q *q = store_q_get(s,
+    "UPDATE delivery SET status = 'delivered', run = (SELECT r.id FROM run r WHERE r.process = ? "
+    "AND (r.status = 'running' OR r.status = 'suspended') ORDER BY r.created_at DESC, r.id DESC LIMIT 1) "
+    "WHERE message = ? AND process = ? AND status = 'pending'");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, pid);
+  store_bind_text(s, q, 2, mid);
+  store_bind_text(s, q, 3, pid);
+  return store_exec_q(s, q);
+}
+
+int store_wake_rcpts (store_t *s, lua_State *L, const char *mid, const char *sender, int child_exited,
+                      const char *now) {
   for (size_t i = 0; i < s->nrcpt; i++) {
     store_rcpt *r = &s->rcpt[i];
     int waiting = strcmp(r->status, "waiting") == 0, running = strcmp(r->status, "running") == 0;
@@ -417,6 +433,9 @@ int store_wake_rcpts (store_t *s, lua_State *L, const char *sender, int child_ex
       if (seen) continue;
       int res = store_wait_resolve(s, L, r->process, sender, now);
       if (res < 0) return -1;
+      /* the message that resolves the wait of a waiting process stays pending: it
+       * triggers the run that resumes; every other one the wait consumes */
+      if (!(res == 1 && waiting) && consume_delivery(s, mid, r->process) < 0) return -1;
       if (res == 0 || (!waiting && !running)) continue;
       if (running) { /* the parked run resumes: status unchanged */
         if (store_wake_add(s, r->process) < 0) return -1;
@@ -593,7 +612,7 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
       res->deliveries++;
     }
   }
-  return store_wake_rcpts(s, L, a->sender, a->child_exited, now);
+  return store_wake_rcpts(s, L, res->id, a->sender, a->child_exited, now);
 }
 
 int store_m_send (store_t *s, lua_State *L, const char *channel, int payload, int t) {

@@ -255,7 +255,8 @@ typedef struct store_send_res {
 int store_send(store_t *s, lua_State *L, const store_send_args *a, store_send_res *r);
 /* Applies the wake rules to the processes in s->rcpt (deliveries were just
  * created for them by message `sender`). */
-int store_wake_rcpts(store_t *s, lua_State *L, const char *sender, int child_exited, const char *now);
+int store_wake_rcpts(store_t *s, lua_State *L, const char *mid, const char *sender, int child_exited,
+                     const char *now);
 /* Forgets the pattern handler cache. */
 void store_pattern_reset(store_t *s);
 /* Marks the handler set changed (pattern caches reload). */

@@ -137,14 +137,14 @@ static int collect (store_t *s, store_q *q, ids **v, size_t *n) {
 static int wake_repaired (store_t *s, lua_State *L, const char *now) {
   store_q *q = store_q_get(s,
     "SELECT d.process, p.status, CASE WHEN EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id "
-    "AND w.status = 'pending') THEN 1 ELSE 0 END, m.sender_process, m.payload FROM delivery d "
+    "AND w.status = 'pending') THEN 1 ELSE 0 END, m.sender_process, m.payload, m.id FROM delivery d "
     "JOIN process p ON p.id = d.process JOIN channel_message m ON m.id = d.message "
     "WHERE d.created_at = ? AND d.status = 'pending' ORDER BY m.created_at, m.id");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, now);
   typedef struct woke {
     store_rcpt r;
-    store_id sender;
+    store_id sender, mid;
     int has_sender, exited;
   } woke;
   woke *v = NULL;
@@ -167,6 +167,7 @@ static int wake_repaired (store_t *s, lua_State *L, const char *now) {
     w->r.waits = (int)store_col_int(s, q, 2);
     w->has_sender = store_col_type(s, q, 3) != STORE_TNULL;
     store_col_copy(s, q, 3, w->sender, sizeof w->sender);
+    store_col_copy(s, q, 5, w->mid, sizeof w->mid);
     size_t plen;
     const char *payload = store_col_text(s, q, 4, &plen);
     w->exited = 0;
@@ -199,7 +200,8 @@ static int wake_repaired (store_t *s, lua_State *L, const char *now) {
     }
     s->rcpt[0] = v[i].r;
     s->nrcpt = 1;
-    if (store_wake_rcpts(s, L, v[i].has_sender ? v[i].sender : NULL, v[i].exited, now) < 0) rc = STORE_ERR;
+    if (store_wake_rcpts(s, L, v[i].mid, v[i].has_sender ? v[i].sender : NULL, v[i].exited, now) < 0)
+      rc = STORE_ERR;
   }
   s->nrcpt = 0;
   free(v);

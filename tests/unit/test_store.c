@@ -916,10 +916,15 @@ TEST(test_waits) {
     "check(#db:handler_list{process = 'P'} == 3)\n"
     "wakes()\n"
     "finish('A'); check(db:process_get('P').status == 'waiting' and #wakes() == 0)\n"
+    /* the exit the wait accounted for is consumed: it will not wake P again */
+    "local function pending(pid) return sql(\"SELECT count(*) FROM delivery WHERE status = 'pending' AND process = '\" .. pid .. \"'\") end\n"
+    "check(pending(P.id) == '0')\n"
     "check(json.encode(db:wait_get('P').pending) == '[\"' .. B.id .. '\"]')\n"
     /* other messages accumulate without waking a waiting process */
     "local s = db:send('io:stdin:P', {text = 'hi'}); check(s.deliveries == 1 and #s.woken == 0 and db:process_get('P').status == 'waiting')\n"
     "finish('B'); check(db:process_get('P').status == 'runnable' and #wakes() == 1 and db:wait_get('P') == nil)\n"
+    /* the resolving exit stays pending (it triggers the resuming run), beside the stdin message */
+    "check(pending(P.id) == '2')\n"
     "local res = db:wait_results('P'); check(res.children[A.id].exit_code == 0 and res.children[B.id].process_name == 'B')\n"
     "check(count(res.children) == 2)\n"
     /* wait_any, run-linked, while the lua run is parked: the process stays running, the wake callback fires */
@@ -928,6 +933,8 @@ TEST(test_waits) {
     "local w2 = assert(db:wait_add{run = pr.id, type = 'wait_any', pending = {C1.id, C2.id}}); check(w2.run == pr.id and w2.process == P.id)\n"
     "wakes()\n"
     "finish('C2'); local wk = wakes(); check(#wk == 1 and wk[1] == P.id and db:process_get('P').status == 'running')\n"
+    /* the parked run consumed C2's exit */
+    "check(sql(\"SELECT d.run FROM delivery d JOIN channel_message m ON m.id = d.message WHERE d.process = '\" .. P.id .. \"' AND m.sender_process = '\" .. C2.id .. \"'\") == pr.id)\n"
     "check(db:wait_get('P') == nil and sql(\"SELECT status FROM wait_condition WHERE id = '\" .. w2.id .. \"'\") == 'resolved')\n"
     /* a child that already exited resolves at once */
     "local w3 = db:wait_add{process = 'P', type = 'wait', pending = {C2.id}}; check(w3.status == 'resolved' and #w3.pending == 0)\n"
