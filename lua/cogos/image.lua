@@ -6,7 +6,7 @@
 --   everything else      files under mnt/boot/<relative path> ("apps/" stripped)
 --
 -- Builders: add_capability(name [, {handler, description, instructions}]),
--- add_process(name, {mode, content, executor, model, priority, metadata, tty,
+-- add_process(name, {mode, content, executor, model, priority, metadata, tty, parent,
 --   max_duration_ms, max_retries, retry_backoff_ms, resources, required_tags,
 --   capabilities = {"type" | {name, type, config}}, handlers = {"channel" | {channel, predicate}}}),
 -- add_channel(name [, {schema, channel_type}]), add_file(key, content),
@@ -169,7 +169,7 @@ local function apply_process(db, p)
     name = p.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
     model = o.model, priority = o.priority or 0, metadata = o.metadata, tty = o.tty,
     max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, retry_backoff_ms = o.retry_backoff_ms,
-    resources = o.resources, required_tags = o.required_tags,
+    resources = o.resources, required_tags = o.required_tags, parent_process = o.parent,
     -- a reboot keeps what the process is doing; only a new one gets its first state
     status = existing and existing.status or (mode == "daemon" and "waiting" or "runnable"),
   }))

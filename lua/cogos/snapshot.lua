@@ -109,14 +109,36 @@ local function scripts(db)
   out["40_schemas.lua"] = schemas
   local channels = {}
   for _, c in ipairs(db:channel_list()) do
-    local opts = { channel_type = c.channel_type }
-    if not empty(c.schema) then opts.schema = c.schema end
-    channels[#channels + 1] = "add_channel(" .. M.literal(c.name) .. ", " .. M.literal(opts) .. ")"
+    -- per-process and spawn channels are made by the system as processes run
+    if c.channel_type ~= "implicit" and c.channel_type ~= "spawn" then
+      local opts = { channel_type = c.channel_type }
+      if not empty(c.schema) then opts.schema = c.schema end
+      channels[#channels + 1] = "add_channel(" .. M.literal(c.name) .. ", " .. M.literal(opts) .. ")"
+    end
   end
   out["50_channels.lua"] = channels
   local procs = {}
-  for _, p in ipairs(db:process_list({})) do
+  local plist = db:process_list({})
+  local by_id, depth = {}, {}
+  for _, p in ipairs(plist) do by_id[p.id] = p end
+  local function depth_of(p, seen)
+    if depth[p.id] then return depth[p.id] end
+    local parent = p.parent_process and by_id[p.parent_process]
+    if not parent or seen[p.id] then return 0 end
+    seen[p.id] = true
+    depth[p.id] = depth_of(parent, seen) + 1
+    return depth[p.id]
+  end
+  -- parents before their children, so a boot can link them by name
+  table.sort(plist, function(a, b)
+    local da, db_ = depth_of(a, {}), depth_of(b, {})
+    if da ~= db_ then return da < db_ end
+    return a.name < b.name
+  end)
+  for _, p in ipairs(plist) do
     local opts = {}
+    local parent = p.parent_process and by_id[p.parent_process]
+    if parent then opts.parent = parent.name end
     for _, f in ipairs(PROCESS_FIELDS) do
       if not empty(p[f]) then opts[f] = p[f] end
     end
@@ -128,8 +150,9 @@ local function scripts(db)
     if #grants > 0 then opts.capabilities = grants end
     local handlers = {}
     for _, h in ipairs(db:handler_list({ process = p.id })) do
-      -- every process gets its stdin handler from the store itself
-      if h.channel ~= "io:stdin:" .. p.name then
+      -- the store gives every process its stdin handler; spawn channels are
+      -- named by process ids and made again when the parent spawns
+      if h.channel ~= "io:stdin:" .. p.name and not h.channel:match("^spawn:") then
         handlers[#handlers + 1] = (h.predicate and h.predicate ~= json.null)
           and { channel = h.channel, predicate = h.predicate } or h.channel
       end
