@@ -15,7 +15,7 @@ BUILD     ?= build$(if $(SANITIZER),-$(SANITIZER))
 PKGS       = lua5.4 libuv libcurl sqlite3 libedit
 # Debian packages the build and the tests need; installed when missing and we are root.
 DEBS       = gcc make pkg-config liblua5.4-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev \
-             libedit-dev lua-check nodejs
+             libedit-dev lua-check nodejs tmux
 
 CC        ?= cc
 OPT       ?= -O2

@@ -13,7 +13,7 @@ int lcore_open (lua_State *L) {
   } mods[] = {
     {"json", json_luaopen},   {"store", store_luaopen}, {"sandbox", sandbox_luaopen},
     {"http", http_luaopen},   {"loop", loop_luaopen},   {"sched", sched_luaopen},
-    {"sys", sys_luaopen},
+    {"sys", sys_luaopen},     {"term", term_luaopen},
   };
   lua_createtable(L, 0, 10);
   for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {

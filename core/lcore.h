@@ -12,6 +12,7 @@ int http_luaopen(lua_State *L);    /* http.c    core.http    */
 int loop_luaopen(lua_State *L);    /* loop.c    core.loop    */
 int sched_luaopen(lua_State *L);   /* sched.c   core.sched   */
 int sys_luaopen(lua_State *L);     /* sys.c     core.sys     */
+int term_luaopen(lua_State *L);    /* term.c    core.term    */
 
 /* luaopen function of `cogos.core`: a table with the modules above plus
  * `root` (see host_root) and `version`. */

@@ -9,11 +9,12 @@ local GROUPS = {
   file = "files: list|get|create|load|history",
   channel = "channels: send|list|read",
   handler = "handlers: list|add|remove",
-  run = "runs: list|show",
+  run = "runs: list|show|tail",
   capability = "capability types: list|get",
+  cron = "cron rules: list|add|enable|disable|delete",
 }
 
-local COMMAND_MODULES = { "cogos.cli.node", "cogos.cli.image" }
+local COMMAND_MODULES = { "cogos.cli.node", "cogos.cli.image", "cogos.cli.shell" }
 
 local commands = {}
 for name, help in pairs(GROUPS) do
