@@ -1,5 +1,7 @@
--- files — the versioned file store. Scope: prefix (keys must start with it),
--- ops (read, write, search).
+-- files — the versioned file store by key. Scope: prefix (keys must start with
+-- it; "." and ".." segments refused), ops (read, write, search, edit, append).
+
+local kit = require "cogos.capkit"
 
 return {
   name = "files",
@@ -7,12 +9,11 @@ return {
   methods = {
     read = {
       op = "read", target = 1,
-      doc = "read(key) -> {key, content, version} | nil, err",
-      fn = function(ctx, key)
+      doc = "read(key [, {offset=, limit=}]) -> {key, content, version, total_lines} | nil, err"
+        .. "   (offset: 0-based line, negative from the end)",
+      fn = function(ctx, key, opts)
         if type(key) ~= "string" then return nil, "read: key must be a string" end
-        local f, err = ctx.db:file_get(key)
-        if not f then return nil, err end
-        return { key = f.key, content = f.content, version = f.version }
+        return kit.read(ctx.db, key, opts)
       end,
     },
     write = {
@@ -20,10 +21,24 @@ return {
       doc = "write(key, content) -> {key, version, created, changed} | nil, err",
       fn = function(ctx, key, content)
         if type(key) ~= "string" or key == "" then return nil, "write: key must be a non-empty string" end
-        if type(content) ~= "string" then return nil, "write: content must be a string" end
-        local r, err = ctx.db:file_write(key, content, { source = "agent", run_id = ctx.run and ctx.run.id })
-        if not r then return nil, err end
-        return { key = r.key, version = r.version, created = r.created, changed = r.changed }
+        return kit.write(ctx, key, content)
+      end,
+    },
+    append = {
+      op = "append", target = 1,
+      doc = "append(key, text) -> {key, version, changed} | nil, err   (creates the file if missing)",
+      fn = function(ctx, key, text)
+        if type(key) ~= "string" or key == "" then return nil, "append: key must be a non-empty string" end
+        return kit.append(ctx, key, text)
+      end,
+    },
+    edit = {
+      op = "edit", target = 1,
+      doc = "edit(key, old, new [, replace_all]) -> {key, version, replacements} | nil, err"
+        .. "   (old must occur exactly once unless replace_all)",
+      fn = function(ctx, key, old, new, replace_all)
+        if type(key) ~= "string" then return nil, "edit: key must be a string" end
+        return kit.edit(ctx, key, old, new, replace_all)
       end,
     },
     search = {
@@ -31,7 +46,7 @@ return {
       doc = "search(prefix [, limit=50]) -> {{key, version}, ...} keys starting with prefix",
       fn = function(ctx, prefix, limit)
         if type(prefix) ~= "string" then return nil, "search: prefix must be a string" end
-        local rows = ctx.db:file_list({ prefix = prefix, limit = math.min(tonumber(limit) or 50, 500) })
+        local rows = ctx.db:file_list({ prefix = prefix, limit = math.min(math.tointeger(limit) or 50, 500) })
         local out = {}
         for i, r in ipairs(rows) do out[i] = { key = r.key, version = r.version } end
         return out

@@ -81,12 +81,16 @@ static int sandbox_setup_p (lua_State *S) { /* may raise */
   }
   lua_rawset(S, 1);
 
-  lua_rawgetp(S, LUA_REGISTRYINDEX, &sandbox_lib_key);
+  lua_rawgetp(S, LUA_REGISTRYINDEX, &sandbox_libsize_key); /* 2 */
+  lua_rawgetp(S, LUA_REGISTRYINDEX, &sandbox_lib_key);     /* 3 */
   lua_pushnil(S);
-  while (lua_next(S, -2)) {
+  while (lua_next(S, 3)) {
     lua_pushvalue(S, -2);
-    if (lua_istable(S, -2)) { /* a fresh copy: changes to it last one call */
-      lua_newtable(S);
+    if (lua_istable(S, -2)) { /* a fresh copy, made at its size: changes to it last one call */
+      lua_pushvalue(S, -1);
+      lua_rawget(S, 2);
+      lua_createtable(S, 0, (int)lua_tointeger(S, -1));
+      lua_remove(S, -2);
       lua_pushnil(S);
       while (lua_next(S, -4)) {
         lua_pushvalue(S, -2);
@@ -99,7 +103,7 @@ static int sandbox_setup_p (lua_State *S) { /* may raise */
     }
     lua_rawset(S, 1);
   }
-  lua_pop(S, 1);
+  lua_pop(S, 2);
   lua_pushliteral(S, LUA_GNAME);
   lua_pushvalue(S, 1);
   lua_rawset(S, 1);
@@ -120,6 +124,9 @@ static int sandbox_setup_p (lua_State *S) { /* may raise */
   lua_xmove(S, T, 1);
   sb->co = T;
   sandbox_arm(sb, T);
+  /* new() left the collector stopped: a run that allocates nothing (most
+   * one-liners) never pays for a cycle over the fresh library */
+  if (!lua_gc(S, LUA_GCISRUNNING)) lua_gc(S, LUA_GCRESTART);
   return 1;
 }
 
@@ -175,6 +182,7 @@ static int sandbox_report_p (lua_State *S) { /* may raise */
 static void sandbox_end (sandbox *sb) {
   if (sb->S) {
     lua_settop(sb->S, 0);
+    if (!lua_gc(sb->S, LUA_GCISRUNNING)) lua_gc(sb->S, LUA_GCRESTART); /* setup failed early */
     if (sb->stop == STOP_MEMORY) lua_gc(sb->S, LUA_GCCOLLECT); /* room for the next call */
   }
   sb->co = NULL;
@@ -343,6 +351,7 @@ static int l_sandbox_run (lua_State *L) { /* may raise */
 
 static void sandbox_free (sandbox *sb) {
   if (sb->S) lua_close(sb->S);
+  sandbox_pool_free(sb);
   sb->S = NULL;
   sb->co = NULL;
   cap_set_free(&sb->caps);
@@ -444,6 +453,22 @@ static int l_sandbox_new (lua_State *L) { /* may raise */
   return 1;
 }
 
+/* core.sandbox.predicate(src, payload_json) -> boolean | nil, err (sandbox_predicate). */
+static int l_sandbox_predicate (lua_State *L) { /* may raise */
+  size_t len;
+  const char *src = luaL_checkstring(L, 1);
+  const char *json = luaL_checklstring(L, 2, &len);
+  char err[512];
+  int r = sandbox_predicate(src, json, len, err, sizeof err);
+  if (r < 0) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushboolean(L, r);
+  return 1;
+}
+
 int sandbox_luaopen (lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__gc", l_sandbox_gc},
@@ -463,9 +488,12 @@ int sandbox_luaopen (lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 2);
   lua_pushcfunction(L, l_sandbox_new);
   lua_setfield(L, -2, "new");
+  lua_pushcfunction(L, l_sandbox_predicate);
+  lua_setfield(L, -2, "predicate");
+  cap_luaopen(L); /* narrow, covers, allows, GRANT (cap.h) */
   return 1;
 }
 

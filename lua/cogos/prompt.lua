@@ -1,6 +1,7 @@
 -- cogos.prompt — the system prompt: process content with @{key} references
 -- expanded where a read grant covers them, then the help of every grant.
 
+local core = require "cogos.core"
 local caps = require "cogos.caps"
 
 local M = {}
@@ -13,12 +14,26 @@ local function listed(list, v)
   return false
 end
 
----True when one of the process's file grants may read key.
+local function under_prefix(config, key)
+  return (core.sandbox.allows(config, "prefix", key))
+end
+
+---True when one of the process's grants may read key: a files grant whose
+---prefix covers it (ops including read), an fs_dir grant whose prefix covers
+---it (ops including get), or a file grant on exactly that key (ops including
+---read). Prefixes are checked by the scope algebra, so "a/../b" never matches "a/".
+---@param grants table[] {type, config}
+---@param key string
+---@return boolean
 function M.readable(grants, key)
   for _, g in ipairs(grants) do
+    local c = g.config or {}
     if g.type == "files" then
-      local prefix = g.config.prefix or ""
-      if key:sub(1, #prefix) == prefix and listed(g.config.ops, "read") then return true end
+      if listed(c.ops, "read") and under_prefix(c, key) then return true end
+    elseif g.type == "fs_dir" then
+      if listed(c.ops, "get") and under_prefix(c, key) then return true end
+    elseif g.type == "file" then
+      if listed(c.ops, "read") and c.key == key then return true end
     end
   end
   return false

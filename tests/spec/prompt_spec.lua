@@ -37,4 +37,16 @@ describe("prompt", function()
     assert.match("^Do things%.\n\n%-%-%- Capabilities %-%-%-\n\nfiles: Files%.\n  files%.read%(key%)", s)
     assert.match("You are a cogos process", prompt.system(db, { content = "" }, {}))
   end)
+
+  it("reads through fs_dir (get) and file (key) grants; a prefix cannot be escaped with ..", function()
+    local dir = { { name = "boot", type = "fs_dir", config = { prefix = "secret/", read_only = true }, module = mod } }
+    assert.equal("--- secret/x ---\nhidden", prompt.expand(db, dir, "@{secret/x}"))
+    local listing = { { name = "boot", type = "fs_dir", config = { prefix = "secret/", ops = { "list" } },
+      module = mod } }
+    assert.equal("@{secret/x}", prompt.expand(db, listing, "@{secret/x}"))
+    local one = { { name = "f", type = "file", config = { key = "b.md", ops = { "read" } }, module = mod } }
+    assert.match("^%-%-%- b%.md %-%-%-\nB includes @{a%.md}", prompt.expand(db, one, "@{b.md}"))
+    local a_only = { { name = "files", type = "files", config = { prefix = "a", ops = { "read" } }, module = mod } }
+    assert.equal("@{a.md/../secret/x}", prompt.expand(db, a_only, "@{a.md/../secret/x}"))
+  end)
 end)
