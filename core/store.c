@@ -21,6 +21,18 @@ int store_failf (store_t *s, const char *fmt, ...) {
   return -1;
 }
 
+void *store_grow (store_t *s, void *v, size_t *cap, size_t n, size_t size) {
+  if (n < *cap) return v;
+  size_t ncap = *cap ? *cap * 2 : 8;
+  void *bigger = realloc(v, ncap * size);
+  if (bigger == NULL) {
+    store_failf(s, "out of memory");
+    return NULL;
+  }
+  *cap = ncap;
+  return bigger;
+}
+
 int store_fail_sql (store_t *s) {
   return store_failf(s, "store: %s", s->drv->errmsg(s));
 }

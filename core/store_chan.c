@@ -291,12 +291,12 @@ static int pattern_load (store_t *s) {
   if (q == NULL) return -1;
   size_t cap = 0;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (s->nph == cap) {
-      cap = cap ? cap * 2 : 8;
-      store_phandler *v = realloc(s->ph, cap * sizeof *v);
-      if (v == NULL) break;
-      s->ph = v;
+    store_phandler *v = store_grow(s, s->ph, &cap, s->nph, sizeof *v);
+    if (v == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    s->ph = v;
     store_phandler *h = &s->ph[s->nph++];
     store_col_copy(s, q, 0, h->id, sizeof h->id);
     store_col_copy(s, q, 1, h->process, sizeof h->process);

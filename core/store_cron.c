@@ -269,16 +269,12 @@ int store_m_cron_fire (store_t *s, lua_State *L, int64_t now_ms) {
     const char *expr = store_col_text(s, q, 1, NULL), *last = store_col_text(s, q, 4, NULL);
     if (expr == NULL || cron_parse(expr, &e, err, sizeof err) < 0 || !cron_match(&e, &tm)) continue;
     if (last && strcmp(last, minute) == 0) continue; /* fired in this minute already */
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      due_rule *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    due_rule *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     due_rule *d = &v[n];
     store_col_copy(s, q, 0, d->id, sizeof d->id);
     store_col_copy(s, q, 2, d->channel, sizeof d->channel);

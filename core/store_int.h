@@ -154,6 +154,11 @@ int64_t store_changes(store_t *s);
 int store_fail_sql(store_t *s);           /* copies the driver's message to s->err, returns -1 */
 int store_failf(store_t *s, const char *fmt, ...);
 
+/* Room for element n of a growing array v of *cap elements: returns v, or a
+ * larger copy (capacity doubled), or NULL with the store's error set (v stays
+ * valid and is still the caller's to free). */
+void *store_grow(store_t *s, void *v, size_t *cap, size_t n, size_t size);
+
 void store_bind_text(store_t *s, store_q *q, int i, const char *v); /* NULL binds NULL */
 void store_bind_ltext(store_t *s, store_q *q, int i, const char *v, size_t n);
 void store_bind_int(store_t *s, store_q *q, int i, int64_t v);

@@ -263,16 +263,12 @@ int store_disable_tree (store_t *s, lua_State *L, const char *pid, const char *n
   store_bind_text(s, q, 1, pid);
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      gone *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    gone *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     store_col_copy(s, q, 0, v[n].id, sizeof v[n].id);
     const char *st = store_col_text(s, q, 1, NULL);
     v[n++].notify = st && strcmp(st, "completed") != 0;

@@ -37,16 +37,12 @@ static int repair_judged (store_t *s, const char *hid, const char *chan, const c
   char err[256], *lasterr = NULL;
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (nv == cap) {
-      cap = cap ? cap * 2 : 16;
-      judged *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    judged *bigger = store_grow(s, v, &cap, nv, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     judged *j = &v[nv++];
     store_col_copy(s, q, 0, j->mid, sizeof j->mid);
     size_t plen;
@@ -116,15 +112,12 @@ static int collect (store_t *s, store_q *q, ids **v, size_t *n) {
   *v = NULL;
   *n = 0;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (*n == cap) {
-      cap = cap ? cap * 2 : 16;
-      ids *bigger = realloc(*v, cap * sizeof **v);
-      if (bigger == NULL) {
-        store_reset(s, q);
-        return store_failf(s, "out of memory");
-      }
-      *v = bigger;
+    ids *bigger = store_grow(s, *v, &cap, *n, sizeof **v);
+    if (bigger == NULL) {
+      store_reset(s, q);
+      return -1;
     }
+    *v = bigger;
     store_col_copy(s, q, 0, (*v)[*n].a, sizeof(store_id));
     store_col_copy(s, q, 1, (*v)[*n].b, sizeof(store_id));
     (*n)++;
@@ -151,16 +144,12 @@ static int wake_repaired (store_t *s, lua_State *L, const char *now) {
   size_t n = 0, cap = 0;
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (n == cap) {
-      cap = cap ? cap * 2 : 16;
-      woke *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    woke *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     woke *w = &v[n++];
     store_col_copy(s, q, 0, w->r.process, sizeof w->r.process);
     store_col_copy(s, q, 1, w->r.status, sizeof w->r.status);

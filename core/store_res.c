@@ -120,16 +120,12 @@ static int unblock (store_t *s, lua_State *L, int64_t now_ms, int64_t *count) {
   store_bind_int(s, q, 1, epoch);
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      store_id *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    store_id *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     store_col_copy(s, q, 0, v[n++], sizeof(store_id));
   }
   store_reset(s, q);

@@ -508,16 +508,12 @@ int store_m_recover (store_t *s, lua_State *L, const char *node_id) {
   store_bind_text(s, q, 1, node_id);
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (nruns == cap) {
-      cap = cap ? cap * 2 : 16;
-      lost_run *bigger = realloc(runs, cap * sizeof *runs);
-      if (bigger == NULL) {
-        store_reset(s, q);
-        store_failf(s, "out of memory");
-        goto fail;
-      }
-      runs = bigger;
+    lost_run *bigger = store_grow(s, runs, &cap, nruns, sizeof *runs);
+    if (bigger == NULL) {
+      store_reset(s, q);
+      goto fail;
     }
+    runs = bigger;
     store_col_copy(s, q, 0, runs[nruns].id, sizeof(store_id));
     store_col_copy(s, q, 1, runs[nruns].process, sizeof(store_id));
     nruns++;
@@ -630,16 +626,12 @@ int store_m_reap (store_t *s, lua_State *L, int64_t now_ms) {
     int64_t beat = hb ? ts_ms(hb) : created;
     int64_t max = store_col_type(s, q, 3) == STORE_TNULL ? DEFAULT_MAX_DURATION_MS : store_col_int(s, q, 3);
     if (now_ms - created <= max && now_ms - beat <= DEFAULT_MAX_DURATION_MS) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      reaped *bigger = realloc(v, cap * sizeof *v);
-      if (bigger == NULL) {
-        store_failf(s, "out of memory");
-        rc = STORE_ERR;
-        break;
-      }
-      v = bigger;
+    reaped *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    v = bigger;
     store_col_copy(s, q, 0, v[n].id, sizeof v[n].id);
     v[n++].duration = now_ms - created;
   }

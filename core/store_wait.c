@@ -332,16 +332,12 @@ int store_m_wait_results (store_t *s, lua_State *L, const char *process) {
   store_bind_text(s, q, 1, p.id);
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    if (n == cap) {
-      cap = cap ? cap * 2 : 8;
-      store_id *v = realloc(kids, cap * sizeof *v);
-      if (v == NULL) {
-        rc = STORE_ERR;
-        store_failf(s, "out of memory");
-        break;
-      }
-      kids = v;
+    store_id *v = store_grow(s, kids, &cap, n, sizeof *v);
+    if (v == NULL) {
+      rc = STORE_ERR;
+      break;
     }
+    kids = v;
     store_col_copy(s, q, 0, kids[n++], sizeof(store_id));
   }
   store_reset(s, q);
