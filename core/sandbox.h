@@ -24,6 +24,7 @@
  *              or the code's own error). Globals the code defines persist to the next run().
  *   sb:close()    (also on __gc)
  *   sb:stats() -> {memory=, instructions=}
+ *   core.sandbox.predicate(src, payload_json) -> true|false | nil, err  (sandbox_predicate)
  *
  * Inside the sandbox: base (minus load of binary chunks, dofile, loadfile, collectgarbage
  * but "count", getmetatable of non-tables/strings), string (no dump; the string metatable is
@@ -41,9 +42,17 @@
  * Recoverable failures come back as nil, err.
  *
  * Limits: the instruction budget and deadline are checked by a count hook every
- * `slice` instructions; when the calling coroutine is run by sched (sched.h), the
- * hook also forces a yield there so the node stays responsive. A kill re-arms the
- * hook on every instruction so pcall cannot swallow it.
+ * `slice` instructions; C work the code chooses is charged too: table.insert/
+ * remove/move/sort/unpack, string.byte, utf8.len and plain string.find by
+ * their length up front; string.find/match/gmatch/gsub by the steps of their
+ * matcher (same results as Lua's, but a catastrophic pattern exhausts the
+ * budget or deadline instead of hanging the node); and whatever grows memory
+ * (concatenation, string.rep, ...) by one unit per 64 bytes, with the deadline
+ * checked every MiB allocated. When the calling coroutine is run by sched
+ * (sched.h), the hook also forces a yield there so the node stays responsive.
+ * A kill re-arms the hook on every instruction so pcall cannot swallow it.
+ * Not charged: VM instructions whose cost grows with string length without
+ * allocating (==, < on long strings), bounded by the memory limit.
  */
 #ifndef COGOS_SANDBOX_H
 #define COGOS_SANDBOX_H
@@ -52,11 +61,19 @@
 
 /* Evaluates a handler's payload predicate: `src` is a Lua expression (or a chunk
  * that returns a value) over the global `payload` (decoded from payload_json),
- * e.g. "payload.priority > 3". Runs in a fresh capped sandbox with a small
- * instruction budget and no grants. Returns 1 (truthy), 0 (falsy) or -1 with a
- * message in err (syntax error, runtime error, budget exhausted). */
+ * e.g. "payload.priority > 3". Runs in this thread's predicate sandbox: the
+ * library above minus print, help, dir, exit and load; no grants; 100 000
+ * instructions, 1 MiB beyond the decoded payload, 100 ms. Compiled predicates
+ * are cached by source; every call gets a fresh environment, so nothing one
+ * call does is seen by the next. Returns 1 (truthy), 0 (falsy) or -1 with a
+ * message in err, "predicate: " followed by the syntax or runtime error, the
+ * kill ("instruction budget exhausted", "memory limit exceeded", "deadline
+ * exceeded") or "payload: bad JSON ...". */
 int sandbox_predicate(const char *src, const char *payload_json, size_t len, char *err,
                       size_t errlen);
+
+/* Frees this thread's predicate state (it is made again on the next call). */
+void sandbox_predicate_close(void);
 
 /* Deep-copies the value at idx of `from` onto `to`. Returns 1, or 0 with an error
  * message in err (functions, userdata other than json null, cycles, or more than

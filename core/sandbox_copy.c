@@ -9,6 +9,7 @@
 
 #include <lua.h>
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,7 +74,19 @@ static int copy_table (copier *c, int idx) { /* may raise (in c->to) */
     isarray = lua_rawequal(F, -1, c->arraymt);
     lua_pop(F, 1);
   }
-  lua_createtable(T, 0, 0);
+  {
+    /* made at its final size: growing it would rehash it at every power of two.
+     * rawlen is a border, possibly far beyond the entries: only a hint within n. */
+    lua_Unsigned n = 0, narr = lua_rawlen(F, idx);
+    lua_pushnil(F);
+    while (lua_next(F, idx)) {
+      lua_pop(F, 1);
+      n++;
+    }
+    if (narr > n) narr = n;
+    if (n > INT_MAX) n = narr = INT_MAX;
+    lua_createtable(T, (int)narr, (int)(n - narr));
+  }
   c->path[c->depth++] = p;
   lua_pushnil(F);
   while (lua_next(F, idx)) {
@@ -164,14 +177,4 @@ int sandbox_copy (lua_State *from, int idx, lua_State *to, size_t max_bytes, cha
   lua_settop(from, ftop);
   lua_settop(to, ttop);
   return 0;
-}
-
-/* Placeholder until handler predicates land in the sandbox library. */
-int sandbox_predicate (const char *src, const char *payload_json, size_t len, char *err,
-                       size_t errlen) {
-  (void)src;
-  (void)payload_json;
-  (void)len;
-  snprintf(err, errlen, "handler predicates are not available yet");
-  return -1;
 }

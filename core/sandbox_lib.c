@@ -4,8 +4,10 @@
  * print (captured), help, dir and exit. pcall, xpcall, load and coroutine
  * re-raise a kill instead of catching it (see sandbox_limits.c), and pass a
  * parked capability call (cap.h) up to sb:run when every thread can yield.
- * C loops whose length the code chooses (table.insert/remove/move,
- * string.rep of nothing) are charged to the budget before they run, and
+ * C loops whose length the code chooses (table.insert/remove/move/sort/
+ * unpack, string.byte and rep of nothing, utf8.len) are charged to the budget
+ * before they run, pattern
+ * matching charges as it goes (sandbox_match.c), and
  * json.encode refuses values whose text would outgrow the memory limit.
  */
 #include "sandbox_int.h"
@@ -18,6 +20,7 @@
 #include <string.h>
 
 const char sandbox_lib_key = 0;    /* see sandbox_int.h */
+const char sandbox_libsize_key = 0;
 const char sandbox_grants_key = 0;
 
 /* {====================================================== base library */
@@ -484,6 +487,70 @@ static int l_table_move (lua_State *L) { /* may raise */
   return 1;
 }
 
+/* C loops over every byte or value asked for, behind one call: charged first
+ * (string.byte and table.unpack push up to a million values, utf8.len decodes
+ * the whole string). */
+static lua_Integer span (lua_Integer i, lua_Integer j) {
+  return j >= i ? j - i + 1 : 0;
+}
+
+/* A string position as string.byte reads it: negative from the end. */
+static lua_Integer str_pos (lua_Integer pos, lua_Integer len) {
+  if (pos >= 0) return pos;
+  if (-pos > len) return 0;
+  return len + pos + 1;
+}
+
+static int call_original (lua_State *L, int nres) { /* may raise */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, nres);
+  return nres == LUA_MULTRET ? lua_gettop(L) : nres;
+}
+
+static int l_string_byte (lua_State *L) { /* may raise */
+  size_t l;
+  lua_Integer i, j;
+  luaL_checklstring(L, 1, &l);
+  i = str_pos(luaL_optinteger(L, 2, 1), (lua_Integer)l);
+  j = str_pos(luaL_optinteger(L, 3, i), (lua_Integer)l);
+  if (i < 1) i = 1;
+  if (j > (lua_Integer)l) j = (lua_Integer)l;
+  sandbox_charge(L, (lua_Unsigned)span(i, j));
+  return call_original(L, LUA_MULTRET);
+}
+
+static int l_table_unpack (lua_State *L) { /* may raise */
+  lua_Integer i = luaL_optinteger(L, 2, 1);
+  lua_Integer j = lua_isnoneornil(L, 3) ? luaL_len(L, 1) : luaL_checkinteger(L, 3);
+  if (j >= i && (lua_Unsigned)j - (lua_Unsigned)i < 1000000u) sandbox_charge(L, (lua_Unsigned)span(i, j));
+  return call_original(L, LUA_MULTRET); /* more than the stack holds: its own error */
+}
+
+static int l_utf8_len (lua_State *L) { /* may raise */
+  size_t l;
+  luaL_checklstring(L, 1, &l);
+  sandbox_charge(L, l / 16u);
+  return call_original(L, LUA_MULTRET);
+}
+
+/* table.sort runs in C with the default comparator (and reads through a
+ * C-only __index chain): charge n log2 n comparisons first. */
+static int l_table_sort (lua_State *L) { /* may raise */
+  lua_Integer n;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = luaL_len(L, 1);
+  if (n > 1) {
+    lua_Unsigned log2 = 1;
+    for (lua_Integer k = n; k > 1; k >>= 1) log2++;
+    sandbox_charge(L, (lua_Unsigned)n > LUA_MAXINTEGER / log2 ? LUA_MAXINTEGER : (lua_Unsigned)n * log2);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
 /* table.insert and table.remove read #t once (a __len may lie) and charge the shift. */
 static int l_table_insert (lua_State *L) { /* may raise */
   lua_Integer pos, end;
@@ -578,20 +645,63 @@ static int l_json_encode (lua_State *L) { /* may raise */
 
 /* {====================================================== opening S */
 
-/* Opens the library into the registry and leaves the globals empty. */
+/* The library tables, in the order opened; their field counts are the same in
+ * every sandbox, so each thread counts them once (lua_next is not cheap). */
+enum { LIB_STRING, LIB_TABLE, LIB_MATH, LIB_UTF8, LIB_COROUTINE, LIB_OS, LIB_JSON, LIB_N };
+static const char *const lib_names[LIB_N] = {"string", "table", "math", "utf8", "coroutine", "os", "json"};
+static _Thread_local int lib_counts[LIB_N];
+
+/* Pops the library table on top into lib[name] and its field count into sizes[name]. */
+static void set_lib (lua_State *S, int lib, int sizes, int which) { /* may raise */
+  if (lib_counts[which] == 0) {
+    int n = 0;
+    lua_pushnil(S);
+    while (lua_next(S, -2)) {
+      lua_pop(S, 1);
+      n++;
+    }
+    lib_counts[which] = n;
+  }
+  lua_pushinteger(S, lib_counts[which]);
+  lua_setfield(S, sizes, lib_names[which]);
+  lua_setfield(S, lib, lib_names[which]);
+}
+
+/* Calls luaopen_X and leaves its table on top (no package.loaded: S has no require). */
+static void open_lib (lua_State *S, lua_CFunction open) { /* may raise */
+  lua_pushcfunction(S, open);
+  lua_call(S, 0, 1);
+}
+
+/* Opens the library into the registry and leaves the globals empty (and sized
+ * for the names run() sets), with the collector stopped. Tables are made at their final size: growing a
+ * table rehashes it, and this runs for every new sandbox. */
 int sandbox_open_p (lua_State *S) { /* may raise */
   sandbox *sb = lua_touserdata(S, 1);
-  int lib;
+  int lib, sizes;
+  /* Nothing here is garbage: don't trace it while building. The collector
+   * stays stopped until the first run has set up (sandbox.c), or S's owner
+   * restarts it. */
+  lua_gc(S, LUA_GCSTOP);
   sandbox_intern_stops(S);
-  lua_newtable(S);
+  lua_createtable(S, 0, 40);
   lib = lua_gettop(S);
+  lua_createtable(S, 0, 12); /* name -> number of fields, for run()'s copies */
+  sizes = lua_gettop(S);
 
-  luaL_requiref(S, LUA_GNAME, luaopen_base, 0);
-  lua_pop(S, 1);
+  /* luaopen_base fills the globals: let it fill a scratch table instead */
+  lua_rawgeti(S, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_createtable(S, 0, 32);
+  lua_rawseti(S, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  open_lib(S, luaopen_base);
   for (int i = 0; sandbox_base_kept[i]; i++) {
-    lua_getglobal(S, sandbox_base_kept[i]);
+    lua_getfield(S, -1, sandbox_base_kept[i]);
     lua_setfield(S, lib, sandbox_base_kept[i]);
   }
+  lua_pop(S, 1);
+  lua_createtable(S, 0, 48); /* the real globals: empty, sized for run()'s names */
+  lua_rawseti(S, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_pop(S, 1); /* the state's own first globals table, unused */
   lua_pushliteral(S, LUA_VERSION);
   lua_setfield(S, lib, "_VERSION");
   lua_pushvalue(S, lib);
@@ -599,34 +709,47 @@ int sandbox_open_p (lua_State *S) { /* may raise */
   lua_pop(S, 1);
 
   /* string: this very table is the strings' __index; user code gets copies */
-  luaL_requiref(S, LUA_STRLIBNAME, luaopen_string, 0);
+  open_lib(S, luaopen_string);
   lua_pushnil(S);
   lua_setfield(S, -2, "dump");
   lua_getfield(S, -1, "rep");
   lua_pushcclosure(S, l_string_rep, 1);
   lua_setfield(S, -2, "rep");
-  lua_setfield(S, lib, "string");
+  lua_getfield(S, -1, "byte");
+  lua_pushcclosure(S, l_string_byte, 1);
+  lua_setfield(S, -2, "byte");
+  sandbox_match_install(S);
+  set_lib(S, lib, sizes, LIB_STRING);
 
-  luaL_requiref(S, LUA_TABLIBNAME, luaopen_table, 0);
+  open_lib(S, luaopen_table);
   lua_getfield(S, -1, "move");
   lua_pushcclosure(S, l_table_move, 1);
   lua_setfield(S, -2, "move");
+  lua_getfield(S, -1, "sort");
+  lua_pushcclosure(S, l_table_sort, 1);
+  lua_setfield(S, -2, "sort");
+  lua_getfield(S, -1, "unpack");
+  lua_pushcclosure(S, l_table_unpack, 1);
+  lua_setfield(S, -2, "unpack");
   lua_pushcfunction(S, l_table_insert);
   lua_setfield(S, -2, "insert");
   lua_pushcfunction(S, l_table_remove);
   lua_setfield(S, -2, "remove");
-  lua_setfield(S, lib, "table");
+  set_lib(S, lib, sizes, LIB_TABLE);
 
-  luaL_requiref(S, LUA_MATHLIBNAME, luaopen_math, 0);
-  lua_setfield(S, lib, "math");
-  luaL_requiref(S, LUA_UTF8LIBNAME, luaopen_utf8, 0);
-  lua_setfield(S, lib, "utf8");
+  open_lib(S, luaopen_math);
+  set_lib(S, lib, sizes, LIB_MATH);
+  open_lib(S, luaopen_utf8);
+  lua_getfield(S, -1, "len");
+  lua_pushcclosure(S, l_utf8_len, 1);
+  lua_setfield(S, -2, "len");
+  set_lib(S, lib, sizes, LIB_UTF8);
 
-  luaL_requiref(S, LUA_COLIBNAME, luaopen_coroutine, 0);
+  open_lib(S, luaopen_coroutine);
   luaL_setfuncs(S, sandbox_co, 0);
-  lua_setfield(S, lib, "coroutine");
+  set_lib(S, lib, sizes, LIB_COROUTINE);
 
-  luaL_requiref(S, LUA_OSLIBNAME, luaopen_os, 0);
+  open_lib(S, luaopen_os);
   lua_createtable(S, 0, 3);
   lua_getfield(S, -2, "time");
   lua_setfield(S, -2, "time");
@@ -634,7 +757,7 @@ int sandbox_open_p (lua_State *S) { /* may raise */
   lua_setfield(S, -2, "date");
   lua_getfield(S, -2, "clock");
   lua_setfield(S, -2, "clock");
-  lua_setfield(S, lib, "os");
+  set_lib(S, lib, sizes, LIB_OS);
   lua_pop(S, 1);
 
   json_install(S);
@@ -642,7 +765,9 @@ int sandbox_open_p (lua_State *S) { /* may raise */
   lua_getfield(S, -1, "encode");
   lua_pushcclosure(S, l_json_encode, 1);
   lua_setfield(S, -2, "encode");
-  lua_setfield(S, lib, "json");
+  set_lib(S, lib, sizes, LIB_JSON);
+  lua_pushnil(S);
+  lua_setglobal(S, "json");
   /* C code (decode, array) sets this metatable: a __gc added to it from Lua
    * would be a finalizer, and those run with hooks off. */
   json_push_array_mt(S);
@@ -650,23 +775,27 @@ int sandbox_open_p (lua_State *S) { /* may raise */
   lua_setfield(S, -2, "__metatable");
   lua_pop(S, 1);
 
-  lua_pushvalue(S, lib);
-  lua_rawsetp(S, LUA_REGISTRYINDEX, &sandbox_lib_key);
-
-  /* Empty the globals: run() fills them. */
-  lua_pushglobaltable(S);
-  lua_newtable(S); /* the names, not to clear while traversing */
+  /* package.loaded as requiref would have made it: error messages and
+   * tracebacks name functions from it ("bad argument #1 to 'string.rep'") */
+  lua_createtable(S, 0, 8);
   lua_pushnil(S);
-  for (int n = 1; lua_next(S, -3); n++) {
+  while (lua_next(S, sizes)) {
     lua_pop(S, 1);
     lua_pushvalue(S, -1);
-    lua_rawseti(S, -3, n);
-  }
-  for (lua_Integer n = 1; lua_rawgeti(S, -1, n) != LUA_TNIL; n++) {
-    lua_pushnil(S);
+    lua_rawget(S, lib);
+    lua_pushvalue(S, -2);
+    lua_insert(S, -2);
     lua_rawset(S, -4);
   }
-  lua_pop(S, 3);
+  lua_pushvalue(S, lib);
+  lua_setfield(S, -2, LUA_GNAME);
+  lua_setfield(S, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+
+  lua_pushvalue(S, lib);
+  lua_rawsetp(S, LUA_REGISTRYINDEX, &sandbox_lib_key);
+  lua_pushvalue(S, sizes);
+  lua_rawsetp(S, LUA_REGISTRYINDEX, &sandbox_libsize_key);
+  lua_pop(S, 2);
 
   lua_createtable(S, 0, sb->caps.n);
   for (int i = 0; i < sb->caps.n; i++) {

@@ -36,23 +36,111 @@ uint64_t sandbox_now (void) {
 
 /* {====================================================== allocator */
 
+static int pool_class (size_t n) {
+  return (int)((n - 1) / SANDBOX_POOL_GRAIN);
+}
+
+static int pool_owns (const sandbox_pool *pl, const void *p) {
+  const char *c = p;
+  for (int i = 0; i < pl->nslabs; i++)
+    if (c >= pl->slab[i] && c < pl->slab[i] + SANDBOX_POOL_SLAB) return 1;
+  return 0;
+}
+
+/* A block of n bytes (n <= SANDBOX_POOL_MAX): from the class's free list, the
+ * newest slab, a new slab, or (all slabs taken) malloc. */
+static void *pool_alloc (sandbox_pool *pl, size_t n) {
+  int c = pool_class(n);
+  size_t size = (size_t)(c + 1) * SANDBOX_POOL_GRAIN;
+  void *p = pl->free[c];
+  if (p) {
+    pl->free[c] = *(void **)p;
+    return p;
+  }
+  if ((size_t)(pl->bump_end - pl->bump) < size) {
+    char *slab;
+    if (pl->nslabs == SANDBOX_POOL_SLABS || (slab = malloc(SANDBOX_POOL_SLAB)) == NULL)
+      return malloc(n);
+    pl->slab[pl->nslabs++] = slab;
+    pl->bump = slab;
+    pl->bump_end = slab + SANDBOX_POOL_SLAB;
+  }
+  p = pl->bump;
+  pl->bump += size;
+  return p;
+}
+
+static void pool_release (sandbox_pool *pl, void *p, size_t osize) {
+  if (osize <= SANDBOX_POOL_MAX && pool_owns(pl, p)) {
+    int c = pool_class(osize);
+    *(void **)p = pl->free[c];
+    pl->free[c] = p;
+  } else {
+    free(p);
+  }
+}
+
+static void *block_alloc (sandbox_pool *pl, size_t n) {
+  return n <= SANDBOX_POOL_MAX ? pool_alloc(pl, n) : malloc(n);
+}
+
+/* Resizes a block: in place within its size class, by realloc between two
+ * malloc blocks, else by moving it. */
+static void *block_realloc (sandbox_pool *pl, void *ptr, size_t osize, size_t nsize) {
+  int owned = osize <= SANDBOX_POOL_MAX && pool_owns(pl, ptr);
+  void *p;
+  if (owned && nsize <= SANDBOX_POOL_MAX && pool_class(nsize) == pool_class(osize)) return ptr;
+  if (!owned && nsize > SANDBOX_POOL_MAX) return realloc(ptr, nsize);
+  p = block_alloc(pl, nsize);
+  if (p == NULL) return NULL;
+  memcpy(p, ptr, osize < nsize ? osize : nsize);
+  pool_release(pl, ptr, osize);
+  return p;
+}
+
+void sandbox_pool_free (sandbox *sb) {
+  sandbox_pool *pl = &sb->pool;
+  for (int i = 0; i < pl->nslabs; i++) free(pl->slab[i]);
+  memset(pl, 0, sizeof *pl);
+}
+
+/* One VM instruction can do work in C proportional to the memory it makes (a
+ * concatenation, string.rep, upper, a table.concat): every ALLOC_SLICE bytes
+ * the allocator charges them to the budget (one unit per ALLOC_UNIT bytes) and
+ * checks the deadline, so neither waits for the next count hook. It cannot
+ * raise here: a kill arms the run thread's hook to fire at its next instruction
+ * (lua_sethook may be called at any time; a user coroutine's own hook sees
+ * the kill within SANDBOX_CO_COUNT instructions). */
+#define ALLOC_SLICE (1024 * 1024)
+#define ALLOC_UNIT 64
+
+static void alloc_slice (sandbox *sb) {
+  long long units = (long long)(sb->grown / ALLOC_UNIT);
+  sb->grown = 0;
+  if (!sb->stop) sb->instr_used = units > sb->instr_budget - sb->instr_used ? sb->instr_budget
+                                                                            : sb->instr_used + units;
+  if (sandbox_poll(sb) && sb->co) sandbox_arm(sb, sb->co);
+}
+
 void *sandbox_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
   sandbox *sb = ud;
   size_t old = ptr ? osize : 0; /* without a block, osize is only a type tag */
   void *p;
   if (nsize == 0) {
-    free(ptr);
+    if (ptr) pool_release(&sb->pool, ptr, osize);
     sb->mem -= old;
     return NULL;
   }
   if (nsize > old && (sb->mem > sb->mem_limit || nsize - old > sb->mem_limit - sb->mem))
     return NULL;
-  p = realloc(ptr, nsize);
+  p = ptr ? block_realloc(&sb->pool, ptr, osize, nsize) : block_alloc(&sb->pool, nsize);
   if (p == NULL) {
     if (nsize > old) return NULL;
-    p = ptr; /* Lua assumes a shrink cannot fail: keep the bigger block */
+    p = ptr; /* Lua assumes a shrink cannot fail: keep the bigger block (freed by its size
+              * class, or by free(), either way safely) */
   }
   sb->mem = sb->mem - old + nsize;
+  if (nsize > old && (sb->grown += nsize - old) >= ALLOC_SLICE) alloc_slice(sb);
   return p;
 }
 

@@ -7,6 +7,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <stdlib.h>
+
 /* check(cond, what) for Lua snippets: counts like CHECK, reports the Lua line. */
 static int l_check (lua_State *L) {
   lua_settop(L, 2);
@@ -417,7 +419,7 @@ TEST(test_grants) {
     "fails('open.echo(\"k\", print)', 'open.echo: argument 2: cannot copy a function')\n"
     "fails('open.echo(\"k\", {a = {b = coroutine.create(print)}})', 'cannot copy a thread at $.a.b')\n"
     "fails('open.echo(\"k\", {[{}] = 1})', 'cannot copy a table key')\n"
-    "fails('open.echo(files)', 'cannot copy a userdata')\n"
+    "fails('open.echo(files)', 'a grant descriptor returned to a sandbox needs its methods')\n"
     "fails('open.bad()', 'open.bad: result 1: cannot copy a function')\n"
     "local o, e = fails('open.fail()', 'boom from node')\n"
     "check(e == 'run_code:1: node:21: boom from node', q(e))\n"
@@ -756,6 +758,137 @@ TEST(test_copy) {
   lua_close(B);
 }
 
+/* new() leaves the collector stopped until the first setup; it must run from then on,
+ * also when the first run never got as far as running code. */
+TEST(test_collector_runs) {
+  run_in_node(
+    "local probe = [[local w = setmetatable({}, {__mode = 'k'}) w[{}] = true\n"
+    "  for i = 1, 20000 do local _ = {i, tostring(i)} end print(next(w) == nil)]]\n"
+    "local sb = sandbox.new{}\n"
+    "check(sb:run(probe) == 'true\\n', 'the first run collects')\n"
+    "sb:close()\n"
+    "sb = sandbox.new{}\n"
+    "local out, err = sb:run('syntax error(')\n"
+    "check(err ~= nil, 'a syntax error')\n"
+    "check(sb:run(probe) == 'true\\n', 'a run after a failed first run collects')\n"
+    "sb:close()\n");
+}
+
+TEST(test_patterns) {
+  run_in_node(
+    "local sb = sandbox.new{instructions = 1000000}\n"
+    "local out, err = sb:run([[string.find(string.rep('a', 5000), string.rep('a*', 30) .. 'b')]])\n"
+    "check(err == 'instruction budget exhausted', q(err))\n"
+    "out, err = sb:run([[print(pcall(string.gsub, string.rep('a', 3000), string.rep('a-', 20) .. 'b', ''))]])\n"
+    "check(err == 'instruction budget exhausted', q(err))\n"
+    "local slow = sandbox.new{instructions = 1 << 50, deadline_ms = 50}\n"
+    "out, err = slow:run([[for _ in string.rep('a', 5000):gmatch(string.rep('a*', 30) .. 'b') do end]])\n"
+    "check(err == 'deadline exceeded', q(err))\n"
+    "sb:close() sb = sandbox.new{instructions = 1000000} -- the budget is for the sandbox's life\n"
+    "out, err = sb:run([[print(('key = val'):match('(%w+)%s*=%s*(%w+)'), ('f(a(b)c)'):find('%b()'),\n"
+    "  ('hello world'):gsub('o', {o = '0'}), ('THE (quick) fox'):find('%f[%a]%a+', 5))\n"
+    "  local g = ('a1b2'):gmatch('%a(%d)') print(coroutine.wrap(function() return g() end)(), g(), g())]])\n"
+    "check(err == nil and out == 'key\\t2\\thell0 w0rld\\t6\\t10\\n1\\t2\\n', q(out) .. q(err))\n"
+    "out, err = sb:run([[string.match('x', string.rep('(', 33) .. 'x' .. string.rep(')', 33))]])\n"
+    "check(err and err:find('too many captures', 1, true), q(err))\n"
+    "out, err = sb:run([[string.match(string.rep('a', 300), string.rep('a?', 300))]])\n"
+    "check(err and err:find('pattern too complex', 1, true), q(err))\n"
+    "local used = sb:stats().instructions\n"
+    "sb:run([[local s = string.rep('ab ', 10000) s:gsub('%w+', 'x')]])\n"
+    "check(sb:stats().instructions - used > 10000, 'pattern work is charged')\n"
+    "sb:close() slow:close()\n");
+}
+
+/* pred(src, payload): sandbox_predicate's result; its message in pred_err. */
+static char pred_err[512];
+static int pred (const char *src, const char *payload) {
+  return sandbox_predicate(src, payload, strlen(payload), pred_err, sizeof pred_err);
+}
+
+TEST(test_predicate) {
+  const char *p = "{\"priority\": 5, \"tags\": [\"a\", \"b\"], \"who\": {\"name\": \"ann\"}, \"n\": null}";
+  CHECK(pred("payload.priority > 3", p) == 1);
+  CHECK(pred("payload.priority > 7", p) == 0);
+  CHECK(pred("payload.who.name == 'ann' and #payload.tags == 2", p) == 1);
+  CHECK(pred("payload.n == json.null", p) == 1);
+  CHECK(pred("payload.missing", p) == 0);
+  CHECK(pred("0", p) == 1); /* Lua truth: only nil and false are false */
+  CHECK(pred("local t = 0 for _, v in ipairs(payload.tags) do t = t + #v end return t == 2", p) == 1);
+  CHECK(pred("if payload.priority > 3 then return true end", p) == 1);
+  CHECK(pred("x = 1", p) == 0); /* a chunk without return: nil */
+  CHECK(pred("string.upper(payload.who.name) == 'ANN' and math.max(1, 2) == 2", p) == 1);
+  CHECK(pred("payload.who.name:find('n') == 2", p) == 1);
+  CHECK(pred("payload", "[]") == 1);
+
+  CHECK(pred("payload.priority >", p) == -1);
+  CHECK(strncmp(pred_err, "predicate: predicate:1: syntax error", 36) == 0);
+  CHECK(pred("payload.nothing.deeper", p) == -1);
+  CHECK(strstr(pred_err, "predicate:1: attempt to index a nil value") != NULL);
+  CHECK(pred("error({})", p) == -1);
+  CHECK_STR(pred_err, "predicate: (error object is a table value)");
+  CHECK(pred("true", "{bad") == -1);
+  CHECK(strncmp(pred_err, "predicate: payload: ", 20) == 0);
+  CHECK(sandbox_predicate(NULL, p, strlen(p), pred_err, sizeof pred_err) == -1);
+  CHECK(sandbox_predicate("true", "{}", 2, NULL, 0) == 1);
+  CHECK(sandbox_predicate("x(", "{}", 2, NULL, 0) == -1);
+
+  /* no print, help, dir, exit or load; no grants */
+  CHECK(pred("print == nil and help == nil and dir == nil and exit == nil and load == nil", p) == 1);
+  CHECK(pred("io == nil and os.execute == nil and require == nil and debug == nil", p) == 1);
+  CHECK(pred("_G == _ENV and _G.payload.priority == 5", p) == 1);
+  CHECK(pred("getmetatable(_ENV) == 'locked'", p) == 1);
+  CHECK(pred("setmetatable(_ENV, {})", p) == -1);
+  CHECK(strstr(pred_err, "protected metatable") != NULL);
+
+  /* limits, and the state stays usable after each kill */
+  CHECK(pred("while true do end", p) == -1);
+  CHECK_STR(pred_err, "predicate: instruction budget exhausted");
+  CHECK(pred("pcall(function() while true do end end) return true", p) == -1);
+  CHECK_STR(pred_err, "predicate: instruction budget exhausted");
+  CHECK(pred("payload.priority == 5", p) == 1);
+  CHECK(pred("local t = {} for i = 1, 20 do t[i] = string.rep('x', 100000) .. i end", p) == -1);
+  CHECK_STR(pred_err, "predicate: memory limit exceeded");
+  CHECK(pred("#string.rep('x', 400000) == 400000", p) == 1); /* well under 1 MiB is fine */
+  CHECK(pred("payload.priority == 5", p) == 1);
+  CHECK(pred("local function f() return f() + 1 end return f()", p) == -1);
+  CHECK(strstr(pred_err, "stack overflow") != NULL || strstr(pred_err, "memory limit") != NULL);
+  /* a big payload is not charged to the predicate's allowance */
+  {
+    size_t n = 3 * 1024 * 1024;
+    char *big = malloc(n + 16);
+    memcpy(big, "{\"s\": \"", 7);
+    memset(big + 7, 'y', n);
+    memcpy(big + 7 + n, "\"}", 3);
+    CHECK(pred("#payload.s == 3145728", big) == 1);
+    free(big);
+  }
+
+  /* nothing leaks from one call to the next */
+  CHECK(pred("leak = 1 string.leak = 1 payload.leak = 1 math.pi = 3 return true", p) == 1);
+  CHECK(pred("leak == nil and string.leak == nil and payload.leak == nil and math.pi > 3.14", p) == 1);
+  CHECK(pred("rawset(string, 'leak', 1) rawset(_ENV, 'leak', 1) return true", p) == 1);
+  CHECK(pred("leak == nil and string.leak == nil and rawget(_ENV, 'leak') == nil", p) == 1);
+  CHECK(pred("string.upper = function() return 'X' end return ('a'):upper() == 'A'", p) == 1);
+  CHECK(pred("string.upper('a') == 'A'", p) == 1);
+  CHECK(pred("tostring = nil pairs = nil return true", p) == 1);
+  CHECK(pred("tostring(1) == '1' and pairs ~= nil", p) == 1);
+  /* the same source twice (cached): still a fresh environment each time */
+  CHECK(pred("n = (n or 0) + 1 return n == 1", p) == 1);
+  CHECK(pred("n = (n or 0) + 1 return n == 1", p) == 1);
+  /* more sources than the cache holds: evicted ones compile again */
+  for (int i = 0; i < 80; i++) {
+    char src[64];
+    snprintf(src, sizeof src, "payload.priority == %d", i % 40);
+    CHECK(pred(src, p) == (i % 40 == 5));
+  }
+
+  /* a fresh state after close */
+  sandbox_predicate_close();
+  CHECK(pred("payload.priority == 5", p) == 1);
+  sandbox_predicate_close();
+  sandbox_predicate_close();
+}
+
 #define RUN_IF(name) \
   if (argc < 2 || strcmp(argv[1], #name) == 0) RUN(name)
 
@@ -779,5 +912,8 @@ int main (int argc, char **argv) {
   RUN_IF(test_recursion);
   RUN_IF(test_stats_and_close);
   RUN_IF(test_copy);
+  RUN_IF(test_collector_runs);
+  RUN_IF(test_patterns);
+  RUN_IF(test_predicate);
   return unit_report();
 }
