@@ -12,6 +12,73 @@ local M = {}
 
 M.TICK_MS = 60000
 
+---The reconciliation interval: $COGOS_TICK_MS (tests), else the cogtainer's
+---`tick_ms`, else 60 s.
+---@param t table config.target()
+---@return integer ms
+function M.tick_ms(t)
+  local v = os.getenv("COGOS_TICK_MS")
+  local src = "COGOS_TICK_MS"
+  if v == nil or v == "" then
+    v, src = t.entry and t.entry.tick_ms, "the cogtainer's tick_ms"
+  end
+  if v == nil then return M.TICK_MS end
+  local ms = math.tointeger(tonumber(v))
+  if not ms or ms < 10 then args.fail(src .. " must be an integer of at least 10 (ms), got '" .. tostring(v) .. "'") end
+  return ms
+end
+
+-- A parked lua run (procs.wait*) whose wait resolved in another OS process (a
+-- CLI that disabled a child), whose process was disabled meanwhile, or whose run
+-- the reaper ended: resume it.
+local function check_parked(db)
+  for _, pid in ipairs(core.sched.parked()) do
+    local p = db:process_get(pid)
+    local w, err = db:wait_get(pid)
+    if err and p then error("wait_get " .. pid .. ": " .. err, 0) end
+    local run = w and w.run and db:run_get(w.run)
+    if run and run.status ~= "running" then -- the reaper ended it (max_duration_ms)
+      core.sched.unpark(pid, nil, "the run ended while it waited (" .. run.status .. ")")
+    elseif not p or p.status == "disabled" or p.status == "completed" then
+      core.sched.unpark(pid, nil, "killed: the process was disabled while it waited")
+    elseif w == nil then
+      core.sched.unpark(pid, db:wait_results(pid)) -- nothing pending: resolved
+    end
+  end
+end
+M.check_parked = check_parked
+
+---One reconciliation pass (reference §3.7, in this order): heartbeat, ticks and
+---cron, backfill and wait/wake repair, stale-run reaper, unblock; then a wake.
+---Each step is its own transaction in the store; a failing step is logged and
+---the others still run.
+---@param db table
+---@param node_id string
+---@param now_ms integer|nil ms since the epoch (default: now)
+---@return table counts {step = result} of the steps that succeeded
+function M.tick(db, node_id, now_ms)
+  now_ms = now_ms or core.sys.now_ms()
+  local steps = {
+    { "heartbeat", function() return db:heartbeat(node_id) end },
+    { "cron_fire", function() return db:cron_fire(now_ms) end },
+    { "reconcile", function() return db:reconcile() end },
+    { "reap", function() return db:reap(now_ms) end },
+    { "unblock", function() return db:unblock(now_ms) end },
+    { "parked", function() return check_parked(db) end },
+  }
+  local results = {}
+  for _, step in ipairs(steps) do
+    local ok, r, err = pcall(step[2])
+    if not ok or (r == nil and err ~= nil) then
+      log.info("error: tick: %s failed: %s", step[1], tostring(ok and err or r))
+    else
+      results[step[1]] = r
+    end
+  end
+  core.sched.wake()
+  return results
+end
+
 local function open(t)
   local db, err = core.store.open(t.db_path)
   if not db then args.fail(err) end
@@ -45,20 +112,58 @@ function M.start(t, opts)
   M.run(t, opts, summary)
 end
 
+---Recovers what the previous node of this cogent left running (the node lock
+---makes it dead): its runs fail and their deliveries are owed again. A lua run
+---that was parked in a wait does not start over at once: its process waits
+---again for the children, and their child:exited wakes it as a new run with
+---event.wait_results.
+---@param db table
+---@param node_id string this node
+function M.recover(db, node_id)
+  local prev = db:meta_get("node:id")
+  db:meta_set("node:id", node_id)
+  if not prev then return 0 end
+  local n = db:recover(prev)
+  if n > 0 then log.info("recovered %d run(s) left unfinished by node %s", n, prev) end
+  for _, p in ipairs(db:process_list({ status = "runnable" })) do
+    local w = db:wait_get(p.id)
+    local r = w and w.run and db:run_get(w.run)
+    if r and r.status ~= "running" and r.node_id == prev then
+      assert(db:process_set_status(p.id, "waiting"))
+      log.info("process %s waits again for its children (its run %s was parked in a wait)", p.name,
+        log.short(r.id))
+    end
+  end
+  return n
+end
+
 function M.run(t, opts, summary)
+  local tick_ms = M.tick_ms(t)
   local db = open(t)
   local node_id = string.format("%s-%d", core.sys.uuid():sub(1, 8), core.sys.getpid())
   log.info("node %s: cogent %s (cogtainer %s), provider %s", node_id, t.cogent, t.cogtainer,
     opts.llm.provider or "scripted")
   log.info("booted %s", summary)
-  local recovered = db:recover(node_id)
-  if recovered > 0 then log.info("recovered %d run(s) left unfinished by a stopped node", recovered) end
-  local exec = executor.new({ db = db, llm = opts.llm, node_id = node_id })
-  core.sched.start(db, function(run) exec:run(run) end, { node_id = node_id, slots = 64 })
-  local ok, err = core.loop.listen(t.sock_path, function() core.sched.wake() end)
+  M.recover(db, node_id)
+  local exec = executor.new({ db = db, llm = opts.llm, node_id = node_id, cogent_dir = t.dir })
+  -- COGOS_SCHED_SEED makes the selection draws reproducible (tests)
+  local seed = os.getenv("COGOS_SCHED_SEED")
+  if seed == "" then seed = nil end
+  if seed and not math.tointeger(tonumber(seed)) then args.fail("COGOS_SCHED_SEED must be an integer") end
+  core.sched.start(db, function(run) exec:run(run) end, { node_id = node_id, slots = 64,
+    seed = seed and math.tointeger(tonumber(seed)) })
+  local ok, err = core.loop.listen(t.sock_path, function()
+    -- another process committed something: dispatch, and resume parked runs it finished
+    if #core.sched.parked() > 0 then
+      local pok, perr = pcall(check_parked, db)
+      if not pok then log.info("error: wake: parked runs: %s", tostring(perr)) end
+    end
+    core.sched.wake()
+  end)
   if not ok then args.fail(err) end
-  -- Reconciliation: anything made runnable without a wake-up is picked up here.
-  core.loop.timer(M.TICK_MS, M.TICK_MS, function() core.sched.wake() end)
+  -- Reconciliation: ticks, cron, backfill, reaping, unblocking; then a wake.
+  M.tick(db, node_id)
+  core.loop.timer(tick_ms, tick_ms, function() M.tick(db, node_id) end)
   local function stop(sig)
     return function()
       log.info("%s: stopping (%d run(s) in flight are recovered at the next start)", sig,
