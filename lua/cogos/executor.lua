@@ -356,6 +356,8 @@ end
 
 -- The LLM call ends with the run: each entry of the client gets the time left
 -- (opts.timeout_ms for providers that read it, config.timeout_ms for the rest).
+M.DEADLINE_SLACK_MS = 50
+
 local function bound_timeout(client, ms)
   for _, e in ipairs(client.entries or { { provider = client } }) do
     if type(e.provider) == "table" and type(e.provider.config) == "table" then e.provider.config.timeout_ms = ms end
@@ -372,7 +374,9 @@ function Run:complete(client, request)
   local ev = self.events
   local response, err = client:complete(request, { on_text = function(t) ev:token(t) end, timeout_ms = left })
   if not response then
-    if self:remaining_ms() and self:remaining_ms() <= 0 then stop("timeout", "LLM call: " .. tostring(err)) end
+    -- the call's timeout was the run's remaining time: a failure at (about) the
+    -- deadline is the deadline, though the transport may notice it a little early
+    if left and self:remaining_ms() <= M.DEADLINE_SLACK_MS then stop("timeout", "LLM call: " .. tostring(err)) end
     if M.is_context_overflow(err) then stop("failed", tostring(err), "context_overflow") end
     error(err, 0)
   end
