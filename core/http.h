@@ -5,7 +5,11 @@
  *     method = "POST", url = "http://...", headers = {["content-type"] = "..."},
  *     body = "...", timeout_ms = 300000,
  *     on_data = function(chunk) end,   -- optional: streamed body chunks (SSE);
- *                                      -- when given, res.body is "" 
+ *                                      -- when given, res.body is ""
+ *     user = "...", password = "...",  -- optional: credentials (basic auth, or
+ *                                      -- the AWS key pair with aws_sigv4)
+ *     aws_sigv4 = "aws:amz:<region>:<service>",  -- optional: curl signs the
+ *                                      -- request with AWS Signature V4
  *   }
  *   -> res = {status = 200, headers = {["content-type"] = "..."} (names lower-cased),
  *             body = "..."}

@@ -19,8 +19,10 @@
 // A turn {"error": {"status": 429, "retry_after": 0, "message": "..."}} answers that
 // error the first time its position is requested, then the turn's content.
 // "stream": true is answered with the provider's server-sent events.
+// A turn {"delay_ms": N} is answered after N ms.
 // A turn {"stream_error": {"after": N, "message": "...", "type": "..."}} is streamed
-// up to N deltas, then ends with the provider's mid-stream error (once per position).
+// up to N deltas, then ends with the provider's mid-stream error (once per position
+// and wire format).
 // --key: requests without the right key get 401 in the provider's error shape.
 // --log: every request is appended as one JSON line {path, auth, body} where auth
 // lists the auth header names present (never their values; for Bedrock also
@@ -65,7 +67,7 @@ try {
 }
 const turns = Array.isArray(script) ? script : (script.turns || []);
 const errorServed = new Set(); // positions whose one-off error was answered
-const streamErrorServed = new Set(); // positions whose mid-stream error was streamed
+const streamErrorServed = new Set(); // "kind:position" whose mid-stream error was streamed
 let seq = 0;
 
 // ---- script turns ----
@@ -76,7 +78,7 @@ function estimate(s) {
 
 // The turn at this conversation position, normalised: content blocks with ids,
 // stop_reason and usage (estimated like the scripted provider when absent).
-function turnFor(pos, req) {
+function turnFor(pos, req, kind) {
   const t = turns[pos - 1];
   let content;
   let stop;
@@ -96,8 +98,8 @@ function turnFor(pos, req) {
     });
     stop = t.stop_reason || (content.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn');
     usage = t.usage;
-    if (t.stream_error && !streamErrorServed.has(pos)) {
-      streamErrorServed.add(pos);
+    if (t.stream_error && req.streaming && !streamErrorServed.has(`${kind}:${pos}`)) {
+      streamErrorServed.add(`${kind}:${pos}`);
       streamError = t.stream_error;
     }
   }
@@ -469,7 +471,7 @@ function handle(req, res, rawBuf) {
   } catch (e) {
     body = undefined;
   }
-  logRequest(path, req.headers, body === undefined ? raw : body, sig && sig.scope && `sigv4:${sig.scope}`);
+  if (!req.delayed) logRequest(path, req.headers, body === undefined ? raw : body, sig && sig.scope && `sigv4:${sig.scope}`);
   if (req.method !== 'POST' || !kind) {
     error(res, 404, `no route for ${req.method} ${path}`);
     return;
@@ -512,7 +514,13 @@ function handle(req, res, rawBuf) {
     const sys = body.messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n');
     body = { ...body, system: sys, messages };
   }
-  const turn = turnFor(pos, body);
+  if (t && t.delay_ms && !req.delayed) {
+    req.delayed = true;
+    setTimeout(() => handle(req, res, rawBuf), t.delay_ms);
+    return;
+  }
+  const streaming = kind === 'bedrock' ? route[2] === 'converse-stream' : !!body.stream;
+  const turn = turnFor(pos, { ...body, streaming }, kind);
   if (kind === 'bedrock') {
     bedrockReply(res, body, turn, route[2] === 'converse-stream');
     return;

@@ -32,7 +32,16 @@ local function check_flow(w, provider)
   local second = reqs[2].body
   local text = harness.slurp(w.llm_log)
   assert.truthy(not text:find("k%-secret"), "the key never reaches a log")
-  if provider == "anthropic" then
+  local leaked = io.popen("grep -rl k-secret " .. harness.shquote(w.home) .. " 2>/dev/null"):read("a")
+  assert.equal("", leaked, "no file of the node (logs, config, database) holds the key")
+  if provider == "bedrock" then
+    -- The executor streams (token events), so ConverseStream; the path is the same either way.
+    assert.match("^/model/us%.anthropic%.claude%-test%-v1%%3A0/converse", reqs[1].path)
+    assert.same({ "authorization", "x-amz-security-token", "sigv4:eu-central-1/bedrock" }, reqs[1].auth)
+    assert.match("Capabilities", second.system[1].text)
+    local last = second.messages[#second.messages]
+    assert.match("ok 1", last.content[1].toolResult.content[1].text)
+  elseif provider == "anthropic" then
     assert.equal("/v1/messages", reqs[1].path)
     assert.match("Capabilities", second.system)
     local last = second.messages[#second.messages]
@@ -63,6 +72,43 @@ describe("providers over the wire", function()
     w.env.OPENAI_BASE_URL = url .. "/v1"
     w:boot("--llm-provider openai --llm-api-key-env FAKE_KEY")
     check_flow(w, "openai")
+  end)
+
+  it("bedrock Converse signed with SigV4, credentials and region from the AWS variables", function()
+    local url = w:fake_llm(SCRIPT, "k-secret")
+    w.env.AWS_ACCESS_KEY_ID = "AKIDE2E"
+    w.env.AWS_SECRET_ACCESS_KEY = "k-secret"
+    w.env.AWS_SESSION_TOKEN = "session-e2e"
+    w.env.AWS_REGION = "us-west-1" -- the cogtainer's --llm-region wins
+    w.env.BEDROCK_BASE_URL = url
+    w:boot("--llm-provider bedrock --llm-model us.anthropic.claude-test-v1:0 --llm-region eu-central-1")
+    check_flow(w, "bedrock")
+    assert.equal("us.anthropic.claude-test-v1:0", w:runs()[1].model_version)
+  end)
+
+  it("bedrock fails the run with one clear error without credentials", function()
+    w.env.AWS_REGION = "eu-central-1"
+    w.env.AWS_ACCESS_KEY_ID = ""
+    w.env.AWS_SECRET_ACCESS_KEY = ""
+    w:boot("--llm-provider bedrock")
+    w:ok([[cogos channel send demo:inbox --payload '{"text":"x"}']])
+    local runs = w:wait_runs(1)
+    assert.equal("failed", runs[1].status)
+    assert.match("bedrock: no AWS credentials %(set %$AWS_ACCESS_KEY_ID and %$AWS_SECRET_ACCESS_KEY%)", runs[1].error)
+  end)
+
+  it("falls back to the next provider of the chain when the primary is down", function()
+    local url = w:fake_llm(SCRIPT, "k-secret")
+    w.env.OPENAI_API_KEY = "k-secret"
+    w.env.OPENAI_BASE_URL = url .. "/v1"
+    local code, _, err = w:run("cogtainer create bad --type local --llm-fallback nope:x")
+    assert.equal(2, code)
+    assert.match("%-%-llm%-fallback: unknown provider 'nope'", err)
+    w:boot("--llm-provider anthropic --llm-api-key-env FAKE_KEY --llm-base-url http://127.0.0.1:1"
+      .. " --llm-fallback openai:gpt-fallback")
+    check_flow(w, "openai")
+    for _, r in ipairs(w:llm_requests()) do assert.equal("gpt-fallback", r.body.model) end
+    assert.equal("gpt-fallback", w:runs()[1].model_version, "the run records the model that answered")
   end)
 
   it("fails the run with one clear error on a wrong key", function()

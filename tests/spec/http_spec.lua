@@ -4,6 +4,7 @@
 local core = require("cogos.core")
 local anthropic = require("cogos.providers.anthropic")
 local openai = require("cogos.providers.openai")
+local bedrock = require("cogos.providers.bedrock")
 
 local json = core.json
 local A = json.array
@@ -255,6 +256,109 @@ describe("openai over HTTP", function()
   end)
 end)
 
+describe("bedrock over HTTP (SigV4 verified by the fake with KEY as the secret)", function()
+  local MODEL = "us.anthropic.claude-test-v1:0"
+  local function config(extra)
+    local c = { model = MODEL, region = "eu-west-3", access_key = "AKIDTEST", secret_key = KEY,
+                base_url = server.url }
+    for k, v in pairs(extra or {}) do c[k] = v end
+    return c
+  end
+
+  it("runs a tool-use conversation on Converse, signed by curl", function()
+    local p = assert(bedrock.new(config({ session_token = "session-token-xyz" })))
+    local req = check_turn1(first_request(), assert(p:complete(first_request())))
+    local r = assert(p:complete(req))
+    check_turn2(r)
+    assert.equal(MODEL, r.model)
+    local sent = requests(server)[#requests(server)]
+    assert.equal("/model/us.anthropic.claude-test-v1%3A0/converse", sent.path)
+    assert.same({ "authorization", "x-amz-security-token", "sigv4:eu-west-3/bedrock" }, sent.auth)
+    assert.same({ { text = "Be brief." } }, sent.body.system)
+    assert.equal(16384, sent.body.inferenceConfig.maxTokens)
+    assert.equal("toolu_scripted_1_2", sent.body.messages[2].content[2].toolUse.toolUseId)
+    assert.same({ toolResult = { toolUseId = "toolu_scripted_1_2", content = { { text = "2" } } } },
+                sent.body.messages[3].content[1])
+    assert.equal("run_code", sent.body.toolConfig.tools[1].toolSpec.name)
+  end)
+
+  it("streams ConverseStream event-stream frames with the same result and calls on_text", function()
+    local texts = {}
+    local p = assert(bedrock.new(config()))
+    local r = assert(p:complete(first_request(), { on_text = function(t) texts[#texts + 1] = t end }))
+    local req = check_turn1(first_request(), r)
+    assert.equal("Let me look.", table.concat(texts))
+    assert(#texts > 1, "text arrived in several deltas")
+    check_turn2(assert(assert(bedrock.new(config({ stream = true }))):complete(req)))
+    local sent = requests(server)[#requests(server)]
+    assert.equal("/model/us.anthropic.claude-test-v1%3A0/converse-stream", sent.path)
+    assert.same({ "authorization", "sigv4:eu-west-3/bedrock" }, sent.auth)
+  end)
+
+  it("reports a wrong secret with the error type and message, never the secret", function()
+    for _, stream in ipairs({ false, true }) do
+      local r, err = assert(bedrock.new(config({ secret_key = "wrong-secret", stream = stream })))
+        :complete(first_request())
+      assert.is_nil(r)
+      assert.equal("bedrock: HTTP 403: InvalidSignatureException: "
+        .. "The request signature we calculated does not match the signature you provided.", err)
+    end
+    assert.falsy(read_all(server.log):find("wrong-secret", 1, true))
+    assert.falsy(read_all(server.log):find(KEY, 1, true))
+  end)
+
+  it("refuses to start without region or credentials", function()
+    local p, err = bedrock.new(config({ region = false }))
+    assert.is_nil(p)
+    assert.match("no AWS region", err)
+    p, err = bedrock.new(config({ secret_key = "" }))
+    assert.is_nil(p)
+    assert.match("no AWS credentials", err)
+  end)
+end)
+
+describe("core.http credentials", function()
+  it("sends user and password as basic auth without aws_sigv4", function()
+    local res = assert(core.http.request{ url = server.url .. "/nowhere", body = "{}", user = "u", password = "p" })
+    assert.equal(404, res.status)
+    assert.same({ "authorization" }, requests(server)[#requests(server)].auth)
+  end)
+
+  it("rejects incomplete options", function()
+    assert.error(function() core.http.request{ url = "http://x/", aws_sigv4 = "aws:amz:r:s" } end,
+                 "needs user and password")
+    assert.error(function() core.http.request{ url = "http://x/", user = "u" } end, "go together")
+    assert.error(function() core.http.request{ url = "http://x/", aws_sigv4 = "", user = "u", password = "p" } end,
+                 "bad aws_sigv4")
+  end)
+end)
+
+describe("errors in the middle of a stream", function()
+  local s = start_server({ turns = A({
+    { stream_error = { after = 2, message = "Overloaded", type = "overloaded_error" },
+      content = A({ { type = "text", text = "A long answer that is cut." } }) },
+  }) }, KEY)
+
+  it("fail with the provider's message on all three wire formats, then the turn succeeds", function()
+    local bs = bedrock.new({ model = "m", region = "us-east-1", access_key = "A", secret_key = KEY, base_url = s.url })
+    local cases = {
+      { anthropic.new({ model = "m", api_key = KEY, base_url = s.url }), "^anthropic: stream error: Overloaded$" },
+      { openai.new({ model = "m", api_key = KEY, base_url = s.url .. "/v1" }), "^openai: stream error: Overloaded$" },
+      { bs, "^bedrock: stream error: overloaded_error: Overloaded$" },
+    }
+    for _, c in ipairs(cases) do
+      local texts = {}
+      local r, err = c[1]:complete(first_request(), { on_text = function(t) texts[#texts + 1] = t end })
+      assert.is_nil(r)
+      assert.match(c[2], err)
+      assert.equal(2, #texts, "two deltas arrived before the error")
+      -- The fake cuts a position once per wire format; the next call streams to the end.
+      r, err = c[1]:complete(first_request(), { on_text = function() end })
+      assert.equal("A long answer that is cut.", r and r.content[1].text, err)
+    end
+  end)
+end)
+
 describe("retries", function()
   it("fail after the first error outside a coroutine (nothing can wait)", function()
     local s = start_server({ turns = A({ { error = { status = 429, retry_after = 0 },
@@ -269,14 +373,17 @@ describe("retries", function()
 end)
 
 describe("yield path (sched coroutines)", function()
-  it("runs many conversations at once on both wire formats", function()
+  it("runs many conversations at once on all three wire formats", function()
     local fns = {}
-    for i = 1, 8 do
+    for i = 1, 12 do
       fns[i] = function()
         assert(core.sched.in_coroutine())
-        local p = i % 2 == 0
-          and anthropic.new({ model = "m", api_key = KEY, base_url = server.url, stream = i % 4 == 0 })
-          or openai.new({ model = "m", api_key = KEY, base_url = server.url .. "/v1", stream = i % 4 == 1 })
+        local stream = i % 2 == 0
+        local p = i % 3 == 0
+          and anthropic.new({ model = "m", api_key = KEY, base_url = server.url, stream = stream })
+          or i % 3 == 1 and openai.new({ model = "m", api_key = KEY, base_url = server.url .. "/v1", stream = stream })
+          or assert(bedrock.new({ model = "m:0", region = "us-east-1", access_key = "A", secret_key = KEY,
+                                  base_url = server.url, stream = stream }))
         local req = check_turn1(first_request(), assert(p:complete(first_request())))
         check_turn2(assert(p:complete(req)))
       end
@@ -315,6 +422,21 @@ describe("yield path (sched coroutines)", function()
     end })
     assert.equal(4, #requests(s))
     assert(elapsed >= 240, "backed off at least half of 500 ms, waited " .. tostring(elapsed))
+  end)
+
+  it("retries a Bedrock ThrottlingException and streams the answer after it", function()
+    local s = start_server({ turns = A({
+      { error = { status = 429, retry_after = 0, message = "Too many requests, please wait before trying again." },
+        content = A({ { type = "text", text = "after throttling" } }) },
+    }) }, KEY)
+    run_async({ function()
+      local texts = {}
+      local r = assert(assert(bedrock.new({ model = "m", region = "us-east-1", access_key = "A", secret_key = KEY,
+        base_url = s.url })):complete(first_request(), { on_text = function(t) texts[#texts + 1] = t end }))
+      assert.equal("after throttling", r.content[1].text)
+      assert.equal("after throttling", table.concat(texts))
+    end })
+    assert.equal(2, #requests(s))
   end)
 
   it("reports a refused connection", function()

@@ -5,6 +5,7 @@ local anthropic = require("cogos.providers.anthropic")
 local openai = require("cogos.providers.openai")
 local scripted = require("cogos.providers.scripted")
 local common = require("cogos.providers.common")
+local bedrock = require("cogos.providers.bedrock")
 
 local A = json.array
 
@@ -356,5 +357,145 @@ describe("scripted provider", function()
     local got = {}
     p:complete(request(1), { on_text = function(t) got[#got + 1] = t end })
     assert.same({ "Done." }, got)
+  end)
+end)
+
+describe("bedrock.to_wire", function()
+  it("maps system, tools and every block type to Converse shapes", function()
+    local w, model = bedrock.to_wire(conversation(), {})
+    assert.truthy(w, model)
+    assert.equal("m-1", model)
+    assert.is_nil(w.modelId)
+    assert.same({ { text = "You are terse." } }, w.system)
+    assert.equal(16384, w.inferenceConfig.maxTokens)
+    assert.equal(3, #w.messages)
+    assert.same({ role = "user", content = { { text = "What is 1+1?" } } }, w.messages[1])
+    assert.same({ { text = "Let me compute." },
+                  { toolUse = { toolUseId = "toolu_1", name = "run_code", input = { code = "print(1+1)" } } },
+                  { toolUse = { toolUseId = "toolu_2", name = "search", input = {} } } }, w.messages[2].content)
+    assert.same({ toolResult = { toolUseId = "toolu_1", content = { { text = "2" } } } }, w.messages[3].content[1])
+    assert.same({ toolResult = { toolUseId = "toolu_2", content = { { text = "boom" } }, status = "error" } },
+                w.messages[3].content[2])
+    assert.same({ toolSpec = { name = "run_code", description = "Run Lua", inputSchema = { json =
+      { type = "object", properties = { code = { type = "string" } }, required = { "code" } } } } },
+      w.toolConfig.tools[1])
+  end)
+
+  it("keeps [] and {} apart, drops blank text and maps images", function()
+    local req = conversation()
+    req.messages[1].content[2] = { type = "text", text = "" }
+    req.messages[1].content[3] = { type = "image",
+                                   source = { type = "base64", media_type = "image/png", data = "iVBO" } }
+    local w = assert(bedrock.to_wire(req, {}))
+    local s = assert(json.encode(w))
+    assert.match('"input":{}', s)
+    assert.match('"required":%[%]', s)
+    assert.match('"properties":{}', s)
+    assert.equal(2, #w.messages[1].content)
+    assert.same({ image = { format = "png", source = { bytes = "iVBO" } } }, w.messages[1].content[2])
+    local ew = assert(bedrock.to_wire({ messages = A() }, { model = "x" }))
+    local empty = assert(json.encode(ew))
+    assert.match('"messages":%[%]', empty)
+    assert.falsy(empty:find("toolConfig", 1, true))
+  end)
+
+  it("refuses a request without a model or with a bad role", function()
+    local w, err = bedrock.to_wire({ messages = A() }, {})
+    assert.is_nil(w)
+    assert.match("^bedrock: no model", err)
+    w, err = bedrock.to_wire({ messages = A({ { role = "system", content = "x" } }) }, { model = "m" })
+    assert.is_nil(w)
+    assert.match("bad message role", err)
+  end)
+
+  it("encodes model ids and ARNs as one path segment", function()
+    assert.equal("us.anthropic.claude-sonnet-4-5-20250929-v1%3A0",
+                 bedrock.path_segment("us.anthropic.claude-sonnet-4-5-20250929-v1:0"))
+    assert.equal("arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx",
+                 bedrock.path_segment("arn:aws:bedrock:us-east-1:1:inference-profile/x"))
+  end)
+end)
+
+describe("bedrock.from_wire", function()
+  local body = json.decode([[{
+    "output": {"message": {"role": "assistant", "content": [
+      {"text": "Computing."},
+      {"toolUse": {"toolUseId": "tooluse_9", "name": "run_code", "input": {"code": "x"}}},
+      {"toolUse": {"toolUseId": "tooluse_10", "name": "search", "input": {}}}]}},
+    "stopReason": "tool_use",
+    "usage": {"inputTokens": 120, "outputTokens": 33, "totalTokens": 153},
+    "metrics": {"latencyMs": 900}
+  }]])
+
+  it("maps content, stop reason and usage", function()
+    local r = assert(bedrock.from_wire(body))
+    assert.same({ type = "text", text = "Computing." }, r.content[1])
+    assert.same({ type = "tool_use", id = "tooluse_9", name = "run_code", input = { code = "x" } }, r.content[2])
+    assert.equal("tool_use", r.stop_reason)
+    assert.same({ input_tokens = 120, output_tokens = 33 }, r.usage)
+    assert.match('"input":{}', json.encode(r.content))
+  end)
+
+  it("maps every stop reason", function()
+    for wire, want in pairs({ end_turn = "end_turn", stop_sequence = "end_turn", tool_use = "tool_use",
+                              max_tokens = "max_tokens", guardrail_intervened = "end_turn",
+                              content_filtered = "end_turn" }) do
+      local r = assert(bedrock.from_wire({ output = { message = { content = A() } }, stopReason = wire }))
+      assert.equal(want, r.stop_reason, wire)
+    end
+  end)
+
+  it("round-trips a tool call back onto the wire unchanged", function()
+    local r = assert(bedrock.from_wire(body))
+    local w = bedrock.to_wire({ model = "m", messages = A({ { role = "user", content = "go" },
+      { role = "assistant", content = r.content } }) })
+    assert.equal(json.encode(body.output.message.content), json.encode(w.messages[2].content))
+  end)
+
+  it("rejects a body without an output message", function()
+    local r, err = bedrock.from_wire({ message = "x" })
+    assert.is_nil(r)
+    assert.match("^bedrock: bad response", err)
+  end)
+end)
+
+describe("bedrock.error_text", function()
+  it("names the error type from x-amzn-errortype and the message", function()
+    assert.equal("bedrock: HTTP 400: ValidationException: Input is too long for requested model.",
+      bedrock.error_text(400, '{"message":"Input is too long for requested model."}',
+        { ["x-amzn-errortype"] = "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/" }))
+    assert.equal("bedrock: HTTP 403: UnrecognizedClientException: "
+                 .. "The security token included in the request is invalid.",
+      bedrock.error_text(403, '{"__type":"com.amazon.coral#UnrecognizedClientException",'
+        .. '"Message":"The security token included in the request is invalid."}', {}))
+    assert.equal("bedrock: HTTP 503", bedrock.error_text(503, "", {}))
+  end)
+end)
+
+describe("bedrock event-stream framing", function()
+  local function frame(t, payload)
+    return bedrock.event_stream_message({ [":event-type"] = t, [":content-type"] = "application/json",
+                                           [":message-type"] = "event" }, payload)
+  end
+
+  it("computes the IEEE CRC32", function()
+    assert.equal(0xCBF43926, bedrock.crc32("123456789"))
+    assert.equal(0, bedrock.crc32(""))
+  end)
+
+  it("decodes messages split anywhere and checks both CRCs", function()
+    local stream = frame("messageStart", '{"role":"assistant"}')
+      .. frame("contentBlockDelta", '{"contentBlockIndex":0,"delta":{"text":"hi"}}')
+    local got = {}
+    local feed = bedrock.event_stream_parser(function(h, p) got[#got + 1] = h[":event-type"] .. "=" .. p end)
+    for i = 1, #stream, 7 do feed(stream:sub(i, i + 6)) end
+    assert.same({ 'messageStart={"role":"assistant"}',
+                  'contentBlockDelta={"contentBlockIndex":0,"delta":{"text":"hi"}}' }, got)
+    -- One flipped payload byte breaks the message CRC, one flipped length the prelude CRC.
+    local bad = frame("x", '{"a":1}')
+    local flipped = bad:sub(1, 20) .. string.char(bad:byte(21) ~ 1) .. bad:sub(22)
+    assert.error(function() bedrock.event_stream_parser(function() end)(flipped) end, "message CRC")
+    local prelude = string.char(bad:byte(1) ~ 1) .. bad:sub(2)
+    assert.error(function() bedrock.event_stream_parser(function() end)(prelude) end, "prelude CRC")
   end)
 end)

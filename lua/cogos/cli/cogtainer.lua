@@ -5,7 +5,7 @@ local config = require "cogos.config"
 local args = require "cogos.cli.args"
 local out = require "cogos.cli.out"
 
-local PROVIDERS = { "scripted", "anthropic", "openai" }
+local PROVIDERS = { "scripted", "anthropic", "openai", "bedrock" }
 local KEY_ENV = { anthropic = "ANTHROPIC_API_KEY", openai = "OPENAI_API_KEY" }
 
 local function check_name(kind, name)
@@ -38,12 +38,13 @@ local commands = {}
 
 commands.create = { help = "create a cogtainer", fn = function(argv, i, usage_prefix)
   local usage = usage_prefix .. " NAME --type local [--llm-provider P] [--llm-model M]"
-    .. " [--llm-api-key-env VAR] [--llm-base-url URL] [--data-dir DIR]"
+    .. " [--llm-api-key-env VAR] [--llm-base-url URL] [--llm-region R] [--llm-fallback P[:MODEL]]..."
+    .. " [--data-dir DIR]"
   local o, pos = args.parse(argv, i, {
     usage = usage, min = 1, max = 1,
     flags = { type = "string", ["llm-provider"] = "string", ["llm-model"] = "string",
       ["llm-api-key-env"] = "string", ["llm-base-url"] = "string", ["data-dir"] = "string",
-      json = "bool" },
+      ["llm-region"] = "string", ["llm-fallback"] = "list", json = "bool" },
     choices = { type = { "local" }, ["llm-provider"] = PROVIDERS },
   })
   local name = pos[1]
@@ -56,8 +57,18 @@ commands.create = { help = "create a cogtainer", fn = function(argv, i, usage_pr
     type = o.type,
     data_dir = o["data-dir"] or (config.home() .. "/cogtainers/" .. name),
     llm = { provider = provider, model = o["llm-model"],
-      api_key_env = o["llm-api-key-env"] or KEY_ENV[provider], base_url = o["llm-base-url"] },
+      api_key_env = o["llm-api-key-env"] or KEY_ENV[provider], base_url = o["llm-base-url"],
+      region = o["llm-region"] },
   }
+  -- --llm-fallback PROVIDER[:MODEL], in order; keys and endpoints from the provider's usual variables.
+  for _, f in ipairs(o["llm-fallback"] or {}) do
+    local p, model = f:match("^([^:]+):?(.*)$")
+    local known = false
+    for _, c in ipairs(PROVIDERS) do known = known or c == p end
+    if not known then args.usage_error("--llm-fallback: unknown provider '" .. tostring(p) .. "'", usage) end
+    entry.llm.fallback = entry.llm.fallback or {}
+    table.insert(entry.llm.fallback, { provider = p, model = model ~= "" and model or nil, api_key_env = KEY_ENV[p] })
+  end
   local ok, err = core.sys.mkdir_p(entry.data_dir)
   if not ok then args.fail(err) end
   cfg.cogtainers[name] = entry

@@ -213,7 +213,8 @@ end
 
 --- Sends one turn of the conversation.
 ---@param request table internal request
----@param opts table|nil {on_text = fun(text)} streams and calls on_text per text delta
+---@param opts table|nil {on_text = fun(text)} streams and calls on_text per text delta;
+---  {timeout_ms} bounds each HTTP attempt (else config.timeout_ms)
 ---@return table|nil response, string|nil err
 function Provider:complete(request, opts)
   local config = self.config
@@ -232,7 +233,7 @@ function Provider:complete(request, opts)
   local url = common.base_url(config.base_url or M.DEFAULT_BASE_URL) .. "/v1/messages"
   local res, state = common.send(M.NAME, function()
     local req = { method = "POST", url = url, headers = headers, body = body,
-                  timeout_ms = config.timeout_ms or common.DEFAULT_TIMEOUT_MS }
+                  timeout_ms = (opts and opts.timeout_ms) or config.timeout_ms or common.DEFAULT_TIMEOUT_MS }
     if not stream then return req end
     local msg, on_event = accumulator(on_text)
     local on_data, st = common.stream(on_event)
