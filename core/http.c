@@ -504,7 +504,7 @@ static int l_http_request (lua_State *L) {
   int t = lua_getfield(L, 1, "body");
   if (t != LUA_TNIL && t != LUA_TSTRING) return luaL_error(L, "http: body must be a string");
   const char *body = lua_tolstring(L, -1, &body_len);
-  lua_pop(L, 1);
+  int body_idx = lua_gettop(L); /* kept on the stack until it hangs on req */
   if (method == NULL) method = body ? "POST" : "GET";
   for (const char *c = method; *c; c++)
     if (*c < 'A' || *c > 'Z') return luaL_error(L, "http: bad method %s", method);
@@ -516,8 +516,11 @@ static int l_http_request (lua_State *L) {
   if (t != LUA_TNIL && t != LUA_TFUNCTION) return luaL_error(L, "http: on_data must be a function");
   int yield = sched_can_yield(L) && lua_isyieldable(L);
 
-  http_req *req = lua_newuserdatauv(L, sizeof *req, 0); /* [opts, on_data, req] */
+  http_req *req = lua_newuserdatauv(L, sizeof *req, 1); /* [opts, body, on_data, req] */
   memset(req, 0, sizeof *req);
+  /* The body is sent from the Lua string itself (no copy): req anchors it. */
+  lua_pushvalue(L, body_idx);
+  lua_setiuservalue(L, -2, 1);
   req->co_ref = req->self_ref = req->on_data_ref = LUA_NOREF;
   luaL_setmetatable(L, HTTP_REQ_MT);
   if ((req->shown_url = http_shown_url(url)) == NULL) return luaL_error(L, "http: out of memory");
@@ -533,6 +536,8 @@ static int l_http_request (lua_State *L) {
   /* LLM answers can take minutes of silence; keep NATs from dropping the connection. */
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, "cogos/" "0.1");
+  /* Thousands of runs can wait on their LLM at once: a small receive buffer each. */
+  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
 #if LIBCURL_VERSION_NUM >= 0x075500
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -550,8 +555,7 @@ static int l_http_request (lua_State *L) {
     if (!post && strcmp(method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (body || post) {
       curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-      if (curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body ? body : "") != CURLE_OK)
-        return luaL_error(L, "http: out of memory");
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
     }
   }
 
@@ -573,8 +577,8 @@ static int l_http_request (lua_State *L) {
     curl_easy_setopt(e, CURLOPT_PASSWORD, password);
   }
 
-  if (!lua_isnil(L, 2)) {
-    lua_pushvalue(L, 2);
+  if (!lua_isnil(L, 3)) { /* [opts, body, on_data, req] */
+    lua_pushvalue(L, 3);
     req->on_data_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
 
@@ -591,7 +595,7 @@ static int l_http_request (lua_State *L) {
       return 2; /* __gc frees req */
     }
     req->in_multi = 1;
-    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 4);
     req->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushthread(L);
     req->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
