@@ -154,7 +154,8 @@ void cap_set_parse (lua_State *L, int idx, cap_set *cs) { /* may raise */
   cs->grants = cap_alloc(L, (size_t)n * sizeof *cs->grants);
   for (lua_Integer i = 1; i <= n; i++) {
     cap_grant *g = &cs->grants[cs->n++];
-    if (lua_rawgeti(L, idx, i) != LUA_TTABLE) luaL_error(L, "sandbox.new: grants[%d] must be a table", (int)i);
+    if (lua_rawgeti(L, idx, i) != LUA_TTABLE)
+      luaL_error(L, "sandbox.new: grants[%d] must be a table", (int)i);
     cap_parse_grant(L, lua_gettop(L), g);
     for (int j = 0; j < cs->n - 1; j++)
       if (strcmp(cs->grants[j].name, g->name) == 0)
@@ -168,11 +169,9 @@ void cap_set_parse (lua_State *L, int idx, cap_set *cs) { /* may raise */
 /* {====================================================== scope checks */
 
 /* The scope keys checked against a method's target. */
-static const int cap_target_keys[] = {CAP_S_PREFIX, CAP_S_NAMES, CAP_S_KEYS, CAP_S_DOMAINS,
-                                      CAP_S_HOSTS};
+static const int cap_target_keys[] = {CAP_S_PREFIX, CAP_S_NAMES, CAP_S_KEYS, CAP_S_DOMAINS, CAP_S_HOSTS};
 
-int cap_check (const cap_grant *g, const cap_method *m, lua_State *L, int first, char *why,
-               size_t whylen) {
+int cap_check (const cap_grant *g, const cap_method *m, lua_State *L, int first, char *why, size_t whylen) {
   const char *op = m->op ? m->op : m->name;
   const cap_sval *ops = &g->scope.v[CAP_S_OPS];
   int targeted = 0;
@@ -208,8 +207,10 @@ int cap_check (const cap_grant *g, const cap_method *m, lua_State *L, int first,
         lua_pop(L, 1); /* the table still holds the string */
       }
       if (!ok) {
-        snprintf(why, whylen, "argument %d must be a table whose field '%s' is a string within the "
-                 "grant's scope", m->target, m->field);
+        snprintf(why, whylen,
+                 "argument %d must be a table whose field '%s' is a string within the "
+                 "grant's scope",
+                 m->target, m->field);
         return 0;
       }
     } else if (!ok || lua_type(L, idx) != LUA_TSTRING) {
@@ -349,26 +350,28 @@ static int cap_holds_grant (lua_State *L, int idx, int depth) {
 static size_t cap_cost (lua_State *L, int idx, size_t left, int depth) {
   size_t used = 0, len;
   switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: return left >= 8 ? 8 : (size_t)-1;
-    case LUA_TSTRING:
-      lua_tolstring(L, idx, &len);
-      return len + 1 <= left ? len + 1 : (size_t)-1;
-    case LUA_TTABLE:
-      if (depth >= JSON_MAX_DEPTH || left < 16 || !lua_checkstack(L, 3)) return (size_t)-1;
-      used = 16;
-      idx = lua_absindex(L, idx);
-      lua_pushnil(L);
-      while (lua_next(L, idx)) {
-        size_t k = cap_cost(L, -2, left - used, depth + 1), v;
-        if (k == (size_t)-1 || (v = cap_cost(L, -1, left - used - k, depth + 1)) == (size_t)-1) {
-          lua_pop(L, 2);
-          return (size_t)-1;
-        }
-        used += k + v;
-        lua_pop(L, 1);
+  case LUA_TNUMBER:
+    return left >= 8 ? 8 : (size_t)-1;
+  case LUA_TSTRING:
+    lua_tolstring(L, idx, &len);
+    return len + 1 <= left ? len + 1 : (size_t)-1;
+  case LUA_TTABLE:
+    if (depth >= JSON_MAX_DEPTH || left < 16 || !lua_checkstack(L, 3)) return (size_t)-1;
+    used = 16;
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      size_t k = cap_cost(L, -2, left - used, depth + 1), v;
+      if (k == (size_t)-1 || (v = cap_cost(L, -1, left - used - k, depth + 1)) == (size_t)-1) {
+        lua_pop(L, 2);
+        return (size_t)-1;
       }
-      return used;
-    default: return left >= 1 ? 1 : (size_t)-1; /* the copy refuses what it cannot carry */
+      used += k + v;
+      lua_pop(L, 1);
+    }
+    return used;
+  default:
+    return left >= 1 ? 1 : (size_t)-1; /* the copy refuses what it cannot carry */
   }
 }
 
@@ -379,8 +382,8 @@ static void cap_copy_arg (lua_State *L, int idx, lua_State *N, cap_xcall *x, int
   char err[256];
   const cap_grant *g;
   if ((g = cap_to_grant(L, idx)) != NULL) {
-    if (x->left < 256) luaL_error(N, "%s.%s: argument %d: more than %d bytes", x->g->name, x->m->name, i,
-                                  (int)x->max_bytes);
+    if (x->left < 256)
+      luaL_error(N, "%s.%s: argument %d: more than %d bytes", x->g->name, x->m->name, i, (int)x->max_bytes);
     x->left -= 256;
     cap_push_descriptor(N, g);
     return;
@@ -389,8 +392,8 @@ static void cap_copy_arg (lua_State *L, int idx, lua_State *N, cap_xcall *x, int
     if (!lua_checkstack(L, 3)) luaL_error(N, "%s.%s: argument %d: too deep", x->g->name, x->m->name, i);
     luaL_checkstack(N, 4, "argument too deep");
     idx = lua_absindex(L, idx);
-    if (x->left < 16) luaL_error(N, "%s.%s: argument %d: more than %d bytes", x->g->name, x->m->name, i,
-                                 (int)x->max_bytes);
+    if (x->left < 16)
+      luaL_error(N, "%s.%s: argument %d: more than %d bytes", x->g->name, x->m->name, i, (int)x->max_bytes);
     x->left -= 16;
     lua_newtable(N);
     lua_pushnil(L);
@@ -432,8 +435,10 @@ static void cap_push_call (lua_State *N, cap_xcall *x) { /* may raise */
     lua_error(N);
   }
   luaL_checkstack(N, x->nargs + 2, "too many arguments");
-  if (x->g->derived) cap_push_descriptor(N, x->g);
-  else lua_pushstring(N, x->g->name);
+  if (x->g->derived)
+    cap_push_descriptor(N, x->g);
+  else
+    lua_pushstring(N, x->g->name);
   lua_pushstring(N, x->m->name);
   for (int i = 0; i < x->nargs; i++) cap_copy_arg(x->from, x->first + i, N, x, i + 1, 0);
 }
@@ -458,8 +463,10 @@ static int cap_raise (lua_State *L, lua_State *N, int base) { /* may raise */
   size_t len;
   const char *msg = lua_tolstring(N, -1, &len);
   luaL_where(L, 1);
-  if (msg) lua_pushlstring(L, msg, len);
-  else lua_pushliteral(L, "error in a capability call");
+  if (msg)
+    lua_pushlstring(L, msg, len);
+  else
+    lua_pushliteral(L, "error in a capability call");
   lua_settop(N, base);
   lua_concat(L, 2);
   return lua_error(L);
@@ -497,7 +504,7 @@ static int cap_derive_results (lua_State *N, cap_set *cs, int first, int nres) {
   return before;
 }
 
-static void cap_push_grant_ptr (lua_State *L, cap_set *cs, cap_grant *g); /* may raise */
+static void cap_push_grant_ptr(lua_State *L, cap_set *cs, cap_grant *g); /* may raise */
 
 /* Moves the results above first on N into L, then drops them from N. A memory
  * error while copying leaves them behind; sb:run resets the node's stack when
@@ -547,8 +554,8 @@ static int cap_start (lua_State *L, cap_set *cs, cap_xcall *x, lua_CFunction fn)
   return lua_pcall(N, 2, LUA_MULTRET, lua_gettop(N) - 3);
 }
 
-static void cap_xcall_init (cap_xcall *x, lua_State *L, cap_set *cs, const cap_grant *g,
-                            const cap_method *m, int first) {
+static void cap_xcall_init (cap_xcall *x, lua_State *L, cap_set *cs, const cap_grant *g, const cap_method *m,
+                            int first) {
   x->from = L;
   x->first = first;
   x->nargs = lua_gettop(L) - first + 1;
@@ -594,9 +601,7 @@ static int cap_park (lua_State *L, cap_set *cs, const cap_grant *g, const cap_me
   return lua_yieldk(L, 0, 0, cap_parked_k);
 }
 
-int cap_parked_nargs (const cap_set *cs) {
-  return lua_gettop(cs->node) - (cs->park_base + 2);
-}
+int cap_parked_nargs (const cap_set *cs) { return lua_gettop(cs->node) - (cs->park_base + 2); }
 
 void cap_parked_end (cap_set *cs, int status) {
   cs->park_status = status == LUA_YIELD ? LUA_OK : status;
@@ -718,10 +723,8 @@ static int cap_l_tostring (lua_State *L) {
 }
 
 static void cap_push_mt (lua_State *L) { /* may raise */
-  static const luaL_Reg funcs[] = {{"__index", cap_l_index},
-                                   {"__newindex", cap_l_newindex},
-                                   {"__tostring", cap_l_tostring},
-                                   {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"__index", cap_l_index}, {"__newindex", cap_l_newindex}, {"__tostring", cap_l_tostring}, {NULL, NULL}};
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cap_mt_key) != LUA_TNIL) return;
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
@@ -758,8 +761,7 @@ void cap_push_grant (lua_State *L, cap_set *cs, int i) { /* may raise */
 const cap_grant *cap_to_grant (lua_State *L, int idx) {
   cap_ref *r;
   int same;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_checkstack(L, 2) || !lua_getmetatable(L, idx))
-    return NULL;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_checkstack(L, 2) || !lua_getmetatable(L, idx)) return NULL;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &cap_mt_key);
   same = lua_rawequal(L, -1, -2);
   lua_pop(L, 2);

@@ -80,21 +80,31 @@
 #include <lua.h>
 #include <stddef.h>
 
-#define CAP_GRANT_MT "cogos.grant" /* node registry: metatable of grant descriptors */
-#define CAP_MAX_DERIVED 16384      /* grants one sandbox may make during its runs */
+#define CAP_GRANT_MT    "cogos.grant" /* node registry: metatable of grant descriptors */
+#define CAP_MAX_DERIVED 16384         /* grants one sandbox may make during its runs */
 
 /* The scope keys, in the order of the table in cap_scope.c. */
 enum {
-  CAP_S_OPS, CAP_S_METHODS, CAP_S_PROCESS_IDS, CAP_S_PREFIX, CAP_S_NAMES, CAP_S_KEYS,
-  CAP_S_DOMAINS, CAP_S_HOSTS, CAP_S_KEY, CAP_S_READ_ONLY, CAP_S_MAX_BYTES, CAP_S_QUERY_BUDGET,
+  CAP_S_OPS,
+  CAP_S_METHODS,
+  CAP_S_PROCESS_IDS,
+  CAP_S_PREFIX,
+  CAP_S_NAMES,
+  CAP_S_KEYS,
+  CAP_S_DOMAINS,
+  CAP_S_HOSTS,
+  CAP_S_KEY,
+  CAP_S_READ_ONLY,
+  CAP_S_MAX_BYTES,
+  CAP_S_QUERY_BUDGET,
   CAP_S_N
 };
 
 typedef struct cap_sval {
-  int set;      /* the key is present */
-  char **list;  /* sets, patterns, hosts */
+  int set;     /* the key is present */
+  char **list; /* sets, patterns, hosts */
   int n;
-  char *str;    /* prefix, key */
+  char *str; /* prefix, key */
   size_t len;
   lua_Integer num; /* read_only (0/1), max_bytes, query_budget */
 } cap_sval;
@@ -106,9 +116,9 @@ typedef struct cap_scope {
 
 typedef struct cap_method {
   char *name;
-  char *op;  /* defaults to the method name */
-  char *doc; /* may be NULL */
-  int target; /* argument number checked against the scope; 0 = none */
+  char *op;    /* defaults to the method name */
+  char *doc;   /* may be NULL */
+  int target;  /* argument number checked against the scope; 0 = none */
   char *field; /* when set, the target is that field of the argument (a table) */
 } cap_method;
 
@@ -126,8 +136,8 @@ typedef struct cap_set {
   cap_grant **derived; /* made during runs, each allocated apart (pointers stay valid) */
   int nderived, derived_size;
   /* The bridge, set by sb:run() for its duration. */
-  lua_State *node; /* the node thread running sb:run() */
-  int dispatch;    /* index of dispatch() in that thread's current C frame */
+  lua_State *node;  /* the node thread running sb:run() */
+  int dispatch;     /* index of dispatch() in that thread's current C frame */
   size_t max_bytes; /* per value copied across */
   /* Parking, driven by sandbox.c. */
   int (*can_park)(lua_State *L); /* L: the calling sandbox thread */
@@ -187,8 +197,7 @@ void cap_set_parse(lua_State *L, int idx, cap_set *cs); /* may raise */
 
 /* Checks calling m of g with the arguments starting at `first` on L.
  * Returns 1, or 0 with the reason (without the "permission denied" prefix). */
-int cap_check(const cap_grant *g, const cap_method *m, lua_State *L, int first, char *why,
-              size_t whylen);
+int cap_check(const cap_grant *g, const cap_method *m, lua_State *L, int first, char *why, size_t whylen);
 
 /* For sb:run, after a thread yielded with cs->parked == CAP_PARK_CALL: the
  * number of arguments to pass when it calls the parked dispatch with

@@ -15,14 +15,13 @@ static const struct {
   int kind;
   int ci; /* compare case-blind (HTTP methods) */
 } cap_keys[CAP_S_N] = {
-  {"ops", K_SET, 0},       {"methods", K_SET, 1},    {"process_ids", K_SET, 0},
-  {"prefix", K_PREFIX, 0}, {"names", K_GLOBS, 0},    {"keys", K_GLOBS, 0},
-  {"domains", K_HOSTS, 0}, {"hosts", K_HOSTS, 0},    {"key", K_FIXED, 0},
-  {"read_only", K_STICKY, 0}, {"max_bytes", K_MIN, 0}, {"query_budget", K_MIN, 0},
+    {"ops", K_SET, 0},     {"methods", K_SET, 1},      {"process_ids", K_SET, 0}, {"prefix", K_PREFIX, 0},
+    {"names", K_GLOBS, 0}, {"keys", K_GLOBS, 0},       {"domains", K_HOSTS, 0},   {"hosts", K_HOSTS, 0},
+    {"key", K_FIXED, 0},   {"read_only", K_STICKY, 0}, {"max_bytes", K_MIN, 0},   {"query_budget", K_MIN, 0},
 };
 
 #define CAP_MAX_LIST 10000
-#define CAP_MAX_STR 4096
+#define CAP_MAX_STR  4096
 #define CAP_HOST_MAX 256
 
 /* {====================================================== values */
@@ -114,8 +113,8 @@ static int cap_host_of (const char *s, size_t len, char *host, size_t size) {
   for (const char *q = h; q < he; q++) {
     char c = *q;
     if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '[' ||
-          c == ']' || c == ':'))
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '[' || c == ']' ||
+          c == ':'))
       return 0;
     host[n++] = c;
   }
@@ -189,9 +188,15 @@ static int cap_entry_within (int k, const cap_sval *parent, const char *x) {
   for (int i = 0; i < parent->n; i++) {
     const char *p = parent->list[i];
     switch (cap_keys[k].kind) {
-      case K_SET: if (cap_same(p, x, cap_keys[k].ci)) return 1; break;
-      case K_GLOBS: if (cap_glob_covers(p, x)) return 1; break;
-      case K_HOSTS: if (cap_host_in(x, p)) return 1; break;
+    case K_SET:
+      if (cap_same(p, x, cap_keys[k].ci)) return 1;
+      break;
+    case K_GLOBS:
+      if (cap_glob_covers(p, x)) return 1;
+      break;
+    case K_HOSTS:
+      if (cap_host_in(x, p)) return 1;
+      break;
     }
   }
   return 0;
@@ -230,8 +235,7 @@ static const char *cap_str_arg (lua_State *L, int idx, size_t *len, const char *
   }
   s = lua_tolstring(L, idx, len);
   if (strlen(s) != *len || *len > CAP_MAX_STR) {
-    snprintf(err, errlen, "scope.%s must be a string without NUL, at most %d bytes", key,
-             CAP_MAX_STR);
+    snprintf(err, errlen, "scope.%s must be a string without NUL, at most %d bytes", key, CAP_MAX_STR);
     return NULL;
   }
   return s;
@@ -243,69 +247,69 @@ static int cap_parse_value (lua_State *L, int idx, int k, cap_sval *v, char *err
   const char *s;
   v->set = 1;
   switch (cap_keys[k].kind) {
-    case K_PREFIX:
-    case K_FIXED:
-      if (!(s = cap_str_arg(L, idx, &len, key, err, errlen))) return 0;
-      if (cap_keys[k].kind == K_PREFIX && cap_dot_segment(s, len)) {
-        snprintf(err, errlen, "scope.prefix '%s' has a '.' or '..' path segment", s);
-        return 0;
-      }
-      if (!(v->str = cap_strndup(s, len))) goto oom;
-      v->len = len;
-      return 1;
-    case K_STICKY:
-      if (lua_type(L, idx) != LUA_TBOOLEAN) {
-        snprintf(err, errlen, "scope.%s must be a boolean", key);
-        return 0;
-      }
-      v->num = lua_toboolean(L, idx);
-      return 1;
-    case K_MIN: {
-      int isint;
-      v->num = lua_tointegerx(L, idx, &isint);
-      if (lua_type(L, idx) != LUA_TNUMBER || !isint || v->num < 0) {
-        snprintf(err, errlen, "scope.%s must be an integer >= 0", key);
-        return 0;
-      }
-      return 1;
+  case K_PREFIX:
+  case K_FIXED:
+    if (!(s = cap_str_arg(L, idx, &len, key, err, errlen))) return 0;
+    if (cap_keys[k].kind == K_PREFIX && cap_dot_segment(s, len)) {
+      snprintf(err, errlen, "scope.prefix '%s' has a '.' or '..' path segment", s);
+      return 0;
     }
-    default: { /* a list of strings */
-      lua_Integer n;
-      if (lua_type(L, idx) != LUA_TTABLE) {
+    if (!(v->str = cap_strndup(s, len))) goto oom;
+    v->len = len;
+    return 1;
+  case K_STICKY:
+    if (lua_type(L, idx) != LUA_TBOOLEAN) {
+      snprintf(err, errlen, "scope.%s must be a boolean", key);
+      return 0;
+    }
+    v->num = lua_toboolean(L, idx);
+    return 1;
+  case K_MIN: {
+    int isint;
+    v->num = lua_tointegerx(L, idx, &isint);
+    if (lua_type(L, idx) != LUA_TNUMBER || !isint || v->num < 0) {
+      snprintf(err, errlen, "scope.%s must be an integer >= 0", key);
+      return 0;
+    }
+    return 1;
+  }
+  default: { /* a list of strings */
+    lua_Integer n;
+    if (lua_type(L, idx) != LUA_TTABLE) {
+      snprintf(err, errlen, "scope.%s must be a list of strings", key);
+      return 0;
+    }
+    n = (lua_Integer)lua_rawlen(L, idx);
+    if (n > CAP_MAX_LIST) {
+      snprintf(err, errlen, "scope.%s has more than %d entries", key, CAP_MAX_LIST);
+      return 0;
+    }
+    if (!(v->list = calloc((size_t)(n ? n : 1), sizeof(char *)))) goto oom;
+    for (lua_Integer i = 1; i <= n; i++) {
+      char host[CAP_HOST_MAX];
+      lua_rawgeti(L, idx, i);
+      s = cap_str_arg(L, -1, &len, key, err, errlen);
+      lua_pop(L, 1);
+      if (!s) {
         snprintf(err, errlen, "scope.%s must be a list of strings", key);
         return 0;
       }
-      n = (lua_Integer)lua_rawlen(L, idx);
-      if (n > CAP_MAX_LIST) {
-        snprintf(err, errlen, "scope.%s has more than %d entries", key, CAP_MAX_LIST);
-        return 0;
-      }
-      if (!(v->list = calloc((size_t)(n ? n : 1), sizeof(char *)))) goto oom;
-      for (lua_Integer i = 1; i <= n; i++) {
-        char host[CAP_HOST_MAX];
-        lua_rawgeti(L, idx, i);
-        s = cap_str_arg(L, -1, &len, key, err, errlen);
-        lua_pop(L, 1);
-        if (!s) {
-          snprintf(err, errlen, "scope.%s must be a list of strings", key);
+      if (cap_keys[k].kind == K_HOSTS) {
+        if (cap_host_of(s, len, host, sizeof host) == 0 || strchr(s, '/')) {
+          snprintf(err, errlen, "scope.%s: '%s' is not a host name", key, s);
           return 0;
         }
-        if (cap_keys[k].kind == K_HOSTS) {
-          if (cap_host_of(s, len, host, sizeof host) == 0 || strchr(s, '/')) {
-            snprintf(err, errlen, "scope.%s: '%s' is not a host name", key, s);
-            return 0;
-          }
-          s = host;
-          len = strlen(host);
-        }
-        if (!(v->list[v->n] = cap_strndup(s, len))) goto oom;
-        if (cap_keys[k].ci) /* one spelling: HTTP methods in upper case */
-          for (char *c = v->list[v->n]; *c; c++)
-            if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
-        v->n++;
+        s = host;
+        len = strlen(host);
       }
-      return 1;
+      if (!(v->list[v->n] = cap_strndup(s, len))) goto oom;
+      if (cap_keys[k].ci) /* one spelling: HTTP methods in upper case */
+        for (char *c = v->list[v->n]; *c; c++)
+          if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
+      v->n++;
     }
+    return 1;
+  }
   }
 oom:
   snprintf(err, errlen, "out of memory");
@@ -353,18 +357,24 @@ void cap_scope_push (lua_State *L, const cap_scope *s) { /* may raise */
     const cap_sval *v = &s->v[k];
     if (!v->set) continue;
     switch (cap_keys[k].kind) {
-      case K_PREFIX:
-      case K_FIXED: lua_pushlstring(L, v->str, v->len); break;
-      case K_STICKY: lua_pushboolean(L, (int)v->num); break;
-      case K_MIN: lua_pushinteger(L, v->num); break;
-      default:
-        lua_createtable(L, v->n, 0);
-        for (int i = 0; i < v->n; i++) {
-          lua_pushstring(L, v->list[i]);
-          lua_rawseti(L, -2, i + 1);
-        }
-        json_push_array_mt(L);
-        lua_setmetatable(L, -2);
+    case K_PREFIX:
+    case K_FIXED:
+      lua_pushlstring(L, v->str, v->len);
+      break;
+    case K_STICKY:
+      lua_pushboolean(L, (int)v->num);
+      break;
+    case K_MIN:
+      lua_pushinteger(L, v->num);
+      break;
+    default:
+      lua_createtable(L, v->n, 0);
+      for (int i = 0; i < v->n; i++) {
+        lua_pushstring(L, v->list[i]);
+        lua_rawseti(L, -2, i + 1);
+      }
+      json_push_array_mt(L);
+      lua_setmetatable(L, -2);
     }
     lua_setfield(L, -2, cap_keys[k].name);
   }
@@ -374,57 +384,55 @@ void cap_scope_push (lua_State *L, const cap_scope *s) { /* may raise */
 
 /* {====================================================== check, narrow, covers */
 
-int cap_scope_allows (const cap_scope *s, int k, const char *x, size_t len, char *why,
-                      size_t whylen) {
+int cap_scope_allows (const cap_scope *s, int k, const char *x, size_t len, char *why, size_t whylen) {
   const cap_sval *v = &s->v[k];
   char list[200], host[CAP_HOST_MAX];
   int shown = (int)(len > 120 ? 120 : len);
   if (!v->set) return 1;
   switch (cap_keys[k].kind) {
-    case K_PREFIX:
-      if (cap_dot_segment(x, len)) {
-        snprintf(why, whylen, "'%.*s' has a '.' or '..' path segment", shown, x);
-        return 0;
-      }
-      if (len < v->len || memcmp(x, v->str, v->len) != 0) {
-        snprintf(why, whylen, "'%.*s' is outside prefix '%s'", shown, x, v->str);
-        return 0;
-      }
-      return 1;
-    case K_FIXED:
-      if (len != v->len || memcmp(x, v->str, len) != 0) {
-        snprintf(why, whylen, "'%.*s' is not %s '%s'", shown, x, cap_keys[k].name, v->str);
-        return 0;
-      }
-      return 1;
-    case K_HOSTS:
-      if (strlen(x) != len || !cap_host_of(x, len, host, sizeof host)) {
-        snprintf(why, whylen, "'%.*s' has no host name to check against %s", shown, x,
-                 cap_keys[k].name);
-        return 0;
-      }
-      if (!cap_entry_within(k, v, host)) {
-        cap_join(list, sizeof list, v->list, v->n);
-        snprintf(why, whylen, "host '%s' is not within %s %s", host, cap_keys[k].name, list);
-        return 0;
-      }
-      return 1;
-    case K_SET:
-    case K_GLOBS:
-      for (int i = 0; i < v->n; i++)
-        if (strlen(x) == len && (cap_keys[k].kind == K_SET ? cap_same(v->list[i], x, cap_keys[k].ci)
-                                                           : cap_glob_match(v->list[i], x, len)))
-          return 1;
+  case K_PREFIX:
+    if (cap_dot_segment(x, len)) {
+      snprintf(why, whylen, "'%.*s' has a '.' or '..' path segment", shown, x);
+      return 0;
+    }
+    if (len < v->len || memcmp(x, v->str, v->len) != 0) {
+      snprintf(why, whylen, "'%.*s' is outside prefix '%s'", shown, x, v->str);
+      return 0;
+    }
+    return 1;
+  case K_FIXED:
+    if (len != v->len || memcmp(x, v->str, len) != 0) {
+      snprintf(why, whylen, "'%.*s' is not %s '%s'", shown, x, cap_keys[k].name, v->str);
+      return 0;
+    }
+    return 1;
+  case K_HOSTS:
+    if (strlen(x) != len || !cap_host_of(x, len, host, sizeof host)) {
+      snprintf(why, whylen, "'%.*s' has no host name to check against %s", shown, x, cap_keys[k].name);
+      return 0;
+    }
+    if (!cap_entry_within(k, v, host)) {
       cap_join(list, sizeof list, v->list, v->n);
-      if (cap_keys[k].kind == K_GLOBS)
-        snprintf(why, whylen, "'%.*s' matches none of %s %s", shown, x, cap_keys[k].name,
-                 v->n ? list : "(none)");
-      else
-        snprintf(why, whylen, "'%.*s' is not within %s %s", shown, x, cap_keys[k].name, list);
+      snprintf(why, whylen, "host '%s' is not within %s %s", host, cap_keys[k].name, list);
       return 0;
-    default:
-      snprintf(why, whylen, "scope.%s is not checked against a value", cap_keys[k].name);
-      return 0;
+    }
+    return 1;
+  case K_SET:
+  case K_GLOBS:
+    for (int i = 0; i < v->n; i++)
+      if (strlen(x) == len && (cap_keys[k].kind == K_SET ? cap_same(v->list[i], x, cap_keys[k].ci)
+                                                         : cap_glob_match(v->list[i], x, len)))
+        return 1;
+    cap_join(list, sizeof list, v->list, v->n);
+    if (cap_keys[k].kind == K_GLOBS)
+      snprintf(why, whylen, "'%.*s' matches none of %s %s", shown, x, cap_keys[k].name,
+               v->n ? list : "(none)");
+    else
+      snprintf(why, whylen, "'%.*s' is not within %s %s", shown, x, cap_keys[k].name, list);
+    return 0;
+  default:
+    snprintf(why, whylen, "scope.%s is not checked against a value", cap_keys[k].name);
+    return 0;
   }
 }
 
@@ -433,43 +441,42 @@ static int cap_within (int k, const cap_sval *p, const cap_sval *c, char *err, s
   const char *key = cap_keys[k].name;
   char list[200];
   switch (cap_keys[k].kind) {
-    case K_PREFIX:
-      if (c->len < p->len || memcmp(c->str, p->str, p->len) != 0) {
-        snprintf(err, errlen, "prefix '%s' does not extend '%s'", c->str, p->str);
+  case K_PREFIX:
+    if (c->len < p->len || memcmp(c->str, p->str, p->len) != 0) {
+      snprintf(err, errlen, "prefix '%s' does not extend '%s'", c->str, p->str);
+      return 0;
+    }
+    return 1;
+  case K_FIXED:
+    if (c->len != p->len || memcmp(c->str, p->str, p->len) != 0) {
+      snprintf(err, errlen, "%s '%s' cannot become '%s'", key, p->str, c->str);
+      return 0;
+    }
+    return 1;
+  case K_STICKY:
+    if (p->num && !c->num) {
+      snprintf(err, errlen, "%s cannot be turned off", key);
+      return 0;
+    }
+    return 1;
+  case K_MIN:
+    if (c->num > p->num) {
+      snprintf(err, errlen, "%s %lld is more than %lld", key, (long long)c->num, (long long)p->num);
+      return 0;
+    }
+    return 1;
+  default:
+    for (int i = 0; i < c->n; i++)
+      if (!cap_entry_within(k, p, c->list[i])) {
+        cap_join(list, sizeof list, p->list, p->n);
+        snprintf(err, errlen, "%s: '%s' is not within %s", key, c->list[i], list);
         return 0;
       }
-      return 1;
-    case K_FIXED:
-      if (c->len != p->len || memcmp(c->str, p->str, p->len) != 0) {
-        snprintf(err, errlen, "%s '%s' cannot become '%s'", key, p->str, c->str);
-        return 0;
-      }
-      return 1;
-    case K_STICKY:
-      if (p->num && !c->num) {
-        snprintf(err, errlen, "%s cannot be turned off", key);
-        return 0;
-      }
-      return 1;
-    case K_MIN:
-      if (c->num > p->num) {
-        snprintf(err, errlen, "%s %lld is more than %lld", key, (long long)c->num, (long long)p->num);
-        return 0;
-      }
-      return 1;
-    default:
-      for (int i = 0; i < c->n; i++)
-        if (!cap_entry_within(k, p, c->list[i])) {
-          cap_join(list, sizeof list, p->list, p->n);
-          snprintf(err, errlen, "%s: '%s' is not within %s", key, c->list[i], list);
-          return 0;
-        }
-      return 1;
+    return 1;
   }
 }
 
-int cap_scope_narrow (const cap_scope *p, const cap_scope *c, cap_scope *out, char *err,
-                      size_t errlen) {
+int cap_scope_narrow (const cap_scope *p, const cap_scope *c, cap_scope *out, char *err, size_t errlen) {
   if (p->unknown || c->unknown) {
     snprintf(err, errlen, "scope key '%s' has no narrowing rule", p->unknown ? p->unknown : c->unknown);
     return 0;

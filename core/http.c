@@ -35,9 +35,9 @@
 #include <strings.h>
 
 #define HTTP_DEFAULT_TIMEOUT_MS 300000
-#define HTTP_MAX_BODY ((size_t)128 << 20)  /* responses beyond this are refused */
-#define HTTP_MAX_HEAD ((size_t)1 << 20)
-#define HTTP_REQ_MT "cogos.http.req"
+#define HTTP_MAX_BODY           ((size_t)128 << 20) /* responses beyond this are refused */
+#define HTTP_MAX_HEAD           ((size_t)1 << 20)
+#define HTTP_REQ_MT             "cogos.http.req"
 
 typedef struct http_buf {
   char *data;
@@ -47,8 +47,8 @@ typedef struct http_buf {
 typedef struct http_req {
   CURL *easy;
   struct curl_slist *hdrs;
-  lua_State *cbL;  /* state on_data runs on */
-  lua_State *co;   /* parked coroutine (yield path) */
+  lua_State *cbL; /* state on_data runs on */
+  lua_State *co;  /* parked coroutine (yield path) */
   int co_ref, self_ref, on_data_ref;
   int in_multi;
   int too_large;
@@ -69,8 +69,7 @@ static CURLSH *http_share;
 static uv_timer_t *http_timer; /* malloc'd, handle first: loop_close may free it */
 static int http_global_ok;
 
-static void http_check_done (void);
-
+static void http_check_done(void);
 
 /* ---- buffers ---- */
 
@@ -116,7 +115,6 @@ static char *http_shown_url (const char *url) {
   return s;
 }
 
-
 /* ---- request lifetime ---- */
 
 /* Frees everything curl-side; idempotent (also run by __gc). */
@@ -144,7 +142,6 @@ static int l_http_req_gc (lua_State *L) {
   http_release(L, req);
   return 0;
 }
-
 
 /* ---- curl callbacks ---- */
 
@@ -195,9 +192,7 @@ static size_t http_on_header (char *p, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-static void http_sock_free (uv_handle_t *h) {
-  free(h->data);
-}
+static void http_sock_free (uv_handle_t *h) { free(h->data); }
 
 static void http_on_poll (uv_poll_t *p, int status, int events) {
   http_sock *hs = p->data;
@@ -270,7 +265,6 @@ static int http_multi_init (void) {
   return 0;
 }
 
-
 /* ---- results ---- */
 
 static void http_push_headers (lua_State *L, const http_buf *head) {
@@ -316,8 +310,7 @@ static int http_push_result (lua_State *L, http_req *req) {
     else if (req->too_large)
       lua_pushfstring(L, "http: response larger than %d MiB (%s)", (int)(HTTP_MAX_BODY >> 20), url);
     else
-      lua_pushfstring(L, "http: %s (%s)", req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->rc),
-                      url);
+      lua_pushfstring(L, "http: %s (%s)", req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->rc), url);
     return 2;
   }
   long status = 0;
@@ -335,9 +328,7 @@ static int http_push_result (lua_State *L, http_req *req) {
   return 1;
 }
 
-static int http_push_result_protected (lua_State *L) {
-  return http_push_result(L, lua_touserdata(L, 1));
-}
+static int http_push_result_protected (lua_State *L) { return http_push_result(L, lua_touserdata(L, 1)); }
 
 /* A transfer of the yield path ended: build the result on the main thread
  * (protected: it allocates), move it to the coroutine and resume it. */
@@ -366,7 +357,7 @@ static void http_complete (http_req *req, CURLcode rc) {
   http_release(M, req);
   luaL_unref(M, LUA_REGISTRYINDEX, req->self_ref); /* req may be collected from here on */
   sched_resume(co, n < 0 ? 0 : n);
-  luaL_unref(M, LUA_REGISTRYINDEX, co_ref);        /* kept until resumed: nothing else may hold it */
+  luaL_unref(M, LUA_REGISTRYINDEX, co_ref); /* kept until resumed: nothing else may hold it */
 }
 
 static void http_check_done (void) {
@@ -382,12 +373,9 @@ static void http_check_done (void) {
   }
 }
 
-
 /* ---- the request ---- */
 
-static int http_k (lua_State *L, int status, lua_KContext ctx) {
-  return lua_gettop(L) - (int)ctx;
-}
+static int http_k (lua_State *L, int status, lua_KContext ctx) { return lua_gettop(L) - (int)ctx; }
 
 static int http_valid_token (const char *s) {
   if (*s == '\0') return 0;
@@ -404,12 +392,10 @@ static void http_set_headers (lua_State *L, http_req *req) {
       if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
         luaL_error(L, "http: headers must map names to strings");
       const char *name = lua_tostring(L, -2), *value = lua_tostring(L, -1);
-      if (!http_valid_token(name) || strpbrk(value, "\r\n"))
-        luaL_error(L, "http: bad header %s", name);
+      if (!http_valid_token(name) || strpbrk(value, "\r\n")) luaL_error(L, "http: bad header %s", name);
       if (strcasecmp(name, "expect") == 0) has_expect = 1;
       /* "Name;" is curl's way to send a header with an empty value */
-      const char *line = *value ? lua_pushfstring(L, "%s: %s", name, value)
-                                : lua_pushfstring(L, "%s;", name);
+      const char *line = *value ? lua_pushfstring(L, "%s: %s", name, value) : lua_pushfstring(L, "%s;", name);
       struct curl_slist *l = curl_slist_append(req->hdrs, line);
       if (l == NULL) luaL_error(L, "http: out of memory");
       req->hdrs = l;
@@ -459,8 +445,8 @@ static int http_sigv4_path (CURL *e, const char *url, char **target_out) {
   }
   size_t j = 0;
   for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
-    if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
-        *c == '-' || *c == '_' || *c == '.' || *c == '~' || *c == '/') {
+    if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+        *c == '_' || *c == '.' || *c == '~' || *c == '/') {
       enc[j++] = (char)*c;
     } else {
       static const char hex[] = "0123456789ABCDEF";
@@ -535,7 +521,9 @@ static int l_http_request (lua_State *L) {
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
   /* LLM answers can take minutes of silence; keep NATs from dropping the connection. */
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "cogos/" "0.1");
+  curl_easy_setopt(e, CURLOPT_USERAGENT,
+                   "cogos/"
+                   "0.1");
   /* Thousands of runs can wait on their LLM at once: a small receive buffer each. */
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -628,8 +616,8 @@ int http_luaopen (lua_State *L) {
   }
   lua_pop(L, 1);
   static const luaL_Reg fns[] = {
-    {"request", l_http_request},
-    {NULL, NULL},
+      {"request", l_http_request},
+      {NULL, NULL},
   };
   luaL_newlib(L, fns);
   return 1;

@@ -54,8 +54,7 @@ static size_t utf8_len (const unsigned char *p, size_t avail) {
     return 3;
   }
   if (c < 0xF5) {
-    if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-      return 0;
+    if (avail < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
     if (c == 0xF0 && p[1] < 0x90) return 0;
     if (c == 0xF4 && p[1] > 0x8F) return 0;
     return 4;
@@ -67,13 +66,16 @@ static size_t utf8_len (const unsigned char *p, size_t avail) {
  * escape, 'u' for \u00XX, 'x' for the lead of a multi-byte sequence. */
 #define X16(c) c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c
 static const unsigned char esc_class[256] = {
-  'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u', /* 0x00 */
-  X16('u'),                                                                         /* 0x10 */
-  0, 0, '"', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                                 /* 0x20 */
-  X16(0), X16(0),                                                                   /* 0x30 */
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\\', 0, 0, 0,                               /* 0x50 */
-  X16(0), X16(0),                                                                   /* 0x60 */
-  X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'),   /* 0x80 */
+    'u',      'u',      'u',      'u',      'u',      'u',      'u',      'u',
+    'b',      't',      'n',      'u',      'f',      'r',      'u',      'u', /* 0x00 */
+    X16('u'),                                                                  /* 0x10 */
+    0,        0,        '"',      0,        0,        0,        0,        0,
+    0,        0,        0,        0,        0,        0,        0,        0, /* 0x20 */
+    X16(0),   X16(0),                                                        /* 0x30 */
+    0,        0,        0,        0,        0,        0,        0,        0,
+    0,        0,        0,        0,        '\\',     0,        0,        0,        /* 0x50 */
+    X16(0),   X16(0),                                                               /* 0x60 */
+    X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), X16('x'), /* 0x80 */
 };
 #undef X16
 
@@ -82,8 +84,8 @@ static const unsigned char esc_class[256] = {
 typedef struct key_ent {
   const char *s; /* the key's bytes, unless isnum */
   size_t len;
-  int slot;      /* stack slot of the value */
-  int isnum;     /* integer key: its decimal text is in num */
+  int slot;  /* stack slot of the value */
+  int isnum; /* integer key: its decimal text is in num */
   char num[24];
 } key_ent;
 
@@ -94,12 +96,16 @@ typedef struct encoder {
   json_buf *b;
   unsigned flags;
   int depth;
-  int amt;        /* stack slot of the array metatable, or 0 when none exists */
+  int amt; /* stack slot of the array metatable, or 0 when none exists */
   char *err;
   size_t errlen;
-  key_ent *keys;  /* a stack of object keys shared by all nesting levels */
+  key_ent *keys; /* a stack of object keys shared by all nesting levels */
   size_t nkeys, capkeys;
-  struct { const char *key; size_t klen; lua_Integer idx; } path[JSON_MAX_DEPTH + 1];
+  struct {
+    const char *key;
+    size_t klen;
+    lua_Integer idx;
+  } path[JSON_MAX_DEPTH + 1];
   key_ent keys0[64];
 } encoder;
 
@@ -121,8 +127,7 @@ static void path_format (encoder *e, char *out, size_t outlen) {
     if (ident)
       n += (size_t)snprintf(out + n, outlen - n, ".%.*s%s", klen, k, e->path[i].klen > 40 ? "..." : "");
     else
-      n += (size_t)snprintf(out + n, outlen - n, "[\"%.*s%s\"]", klen, k,
-                            e->path[i].klen > 40 ? "..." : "");
+      n += (size_t)snprintf(out + n, outlen - n, "[\"%.*s%s\"]", klen, k, e->path[i].klen > 40 ? "..." : "");
   }
 }
 
@@ -223,7 +228,7 @@ static int put_string (encoder *e, const char *s, size_t len) {
   return put_char(e, '"');
 }
 
-static int encode_value (encoder *e, int idx);
+static int encode_value(encoder *e, int idx);
 
 static int key_cmp (const void *a, const void *b) {
   const key_ent *x = a, *y = b;
@@ -340,8 +345,7 @@ static int encode_table (encoder *e, int idx) {
   lua_State *L = e->L;
   if (e->depth >= JSON_MAX_DEPTH) {
     char what[80];
-    snprintf(what, sizeof what, "cannot encode tables nested deeper than %d (a cycle?)",
-             JSON_MAX_DEPTH);
+    snprintf(what, sizeof what, "cannot encode tables nested deeper than %d (a cycle?)", JSON_MAX_DEPTH);
     return enc_fail(e, what);
   }
   if (!lua_checkstack(L, 4)) return enc_oom(e);
@@ -358,8 +362,8 @@ static int encode_table (encoder *e, int idx) {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
       lua_Integer k;
-      if (lua_type(L, -2) != LUA_TNUMBER || !lua_isinteger(L, -2) ||
-          (k = lua_tointeger(L, -2)) < 1 || k > n) {
+      if (lua_type(L, -2) != LUA_TNUMBER || !lua_isinteger(L, -2) || (k = lua_tointeger(L, -2)) < 1 ||
+          k > n) {
         seq = 0;
         lua_pop(L, 2);
         break;
@@ -375,25 +379,28 @@ static int encode_table (encoder *e, int idx) {
 static int encode_value (encoder *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: return PUTLIT(e, "null");
-    case LUA_TBOOLEAN: return lua_toboolean(L, idx) ? PUTLIT(e, "true") : PUTLIT(e, "false");
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) return put_integer(e, lua_tointeger(L, idx));
-      return put_float(e, lua_tonumber(L, idx));
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      return put_string(e, s, len);
-    }
-    case LUA_TTABLE: return encode_table(e, idx);
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(L, idx) == json_null) return PUTLIT(e, "null");
-      return enc_fail(e, "cannot encode a light userdata");
-    default: {
-      char what[64];
-      snprintf(what, sizeof what, "cannot encode a %s", luaL_typename(L, idx));
-      return enc_fail(e, what);
-    }
+  case LUA_TNIL:
+    return PUTLIT(e, "null");
+  case LUA_TBOOLEAN:
+    return lua_toboolean(L, idx) ? PUTLIT(e, "true") : PUTLIT(e, "false");
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) return put_integer(e, lua_tointeger(L, idx));
+    return put_float(e, lua_tonumber(L, idx));
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    return put_string(e, s, len);
+  }
+  case LUA_TTABLE:
+    return encode_table(e, idx);
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == json_null) return PUTLIT(e, "null");
+    return enc_fail(e, "cannot encode a light userdata");
+  default: {
+    char what[64];
+    snprintf(what, sizeof what, "cannot encode a %s", luaL_typename(L, idx));
+    return enc_fail(e, what);
+  }
   }
 }
 
@@ -435,7 +442,7 @@ typedef struct decoder {
   lua_State *L;
   const char *s, *p, *end;
   int depth;
-  int amt;             /* stack slot of the array metatable */
+  int amt; /* stack slot of the array metatable */
   const char *errpos;
   const char *errmsg;
 } decoder;
@@ -512,30 +519,55 @@ static int unescape (decoder *d, const char *p, const char *q, char *out, size_t
     const char *at = p;
     p++;
     switch (*p) {
-      case '"': *o++ = '"'; p++; break;
-      case '\\': *o++ = '\\'; p++; break;
-      case '/': *o++ = '/'; p++; break;
-      case 'b': *o++ = '\b'; p++; break;
-      case 'f': *o++ = '\f'; p++; break;
-      case 'n': *o++ = '\n'; p++; break;
-      case 'r': *o++ = '\r'; p++; break;
-      case 't': *o++ = '\t'; p++; break;
-      case 'u': {
-        unsigned cp, lo;
-        if (read_hex4(d, p + 1, &cp) < 0) return -1;
-        p += 5;
-        if (cp >= 0xDC00 && cp <= 0xDFFF) return dec_fail(d, at, "lone surrogate in \\u escape");
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          if (q - p < 6 || p[0] != '\\' || p[1] != 'u' || read_hex4(d, p + 2, &lo) < 0 ||
-              lo < 0xDC00 || lo > 0xDFFF)
-            return dec_fail(d, at, "lone surrogate in \\u escape");
-          p += 6;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        }
-        o += put_utf8(o, cp);
-        break;
+    case '"':
+      *o++ = '"';
+      p++;
+      break;
+    case '\\':
+      *o++ = '\\';
+      p++;
+      break;
+    case '/':
+      *o++ = '/';
+      p++;
+      break;
+    case 'b':
+      *o++ = '\b';
+      p++;
+      break;
+    case 'f':
+      *o++ = '\f';
+      p++;
+      break;
+    case 'n':
+      *o++ = '\n';
+      p++;
+      break;
+    case 'r':
+      *o++ = '\r';
+      p++;
+      break;
+    case 't':
+      *o++ = '\t';
+      p++;
+      break;
+    case 'u': {
+      unsigned cp, lo;
+      if (read_hex4(d, p + 1, &cp) < 0) return -1;
+      p += 5;
+      if (cp >= 0xDC00 && cp <= 0xDFFF) return dec_fail(d, at, "lone surrogate in \\u escape");
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (q - p < 6 || p[0] != '\\' || p[1] != 'u' || read_hex4(d, p + 2, &lo) < 0 || lo < 0xDC00 ||
+            lo > 0xDFFF)
+          return dec_fail(d, at, "lone surrogate in \\u escape");
+        p += 6;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
       }
-      default: return dec_fail(d, at, "invalid escape in string");
+      o += put_utf8(o, cp);
+      break;
+    }
+    default:
+      return dec_fail(d, at, "invalid escape in string");
     }
   }
   *outlen = (size_t)(o - out);
@@ -641,11 +673,10 @@ static int parse_number (decoder *d) {
   return 0;
 }
 
-static int parse_value (decoder *d);
+static int parse_value(decoder *d);
 
 static int parse_literal (decoder *d, const char *word, size_t n) {
-  if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
-    return dec_fail(d, d->p, "expected a value");
+  if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0) return dec_fail(d, d->p, "expected a value");
   d->p += n;
   return 0;
 }
@@ -713,24 +744,27 @@ static int parse_object (decoder *d) {
 static int parse_value (decoder *d) {
   if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input");
   switch (*d->p) {
-    case '{': return parse_object(d);
-    case '[': return parse_array(d);
-    case '"': return parse_string(d);
-    case 't':
-      if (parse_literal(d, "true", 4) < 0) return -1;
-      lua_pushboolean(d->L, 1);
-      return 0;
-    case 'f':
-      if (parse_literal(d, "false", 5) < 0) return -1;
-      lua_pushboolean(d->L, 0);
-      return 0;
-    case 'n':
-      if (parse_literal(d, "null", 4) < 0) return -1;
-      lua_pushlightuserdata(d->L, json_null);
-      return 0;
-    default:
-      if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9')) return parse_number(d);
-      return dec_fail(d, d->p, "expected a value");
+  case '{':
+    return parse_object(d);
+  case '[':
+    return parse_array(d);
+  case '"':
+    return parse_string(d);
+  case 't':
+    if (parse_literal(d, "true", 4) < 0) return -1;
+    lua_pushboolean(d->L, 1);
+    return 0;
+  case 'f':
+    if (parse_literal(d, "false", 5) < 0) return -1;
+    lua_pushboolean(d->L, 0);
+    return 0;
+  case 'n':
+    if (parse_literal(d, "null", 4) < 0) return -1;
+    lua_pushlightuserdata(d->L, json_null);
+    return 0;
+  default:
+    if (*d->p == '-' || (*d->p >= '0' && *d->p <= '9')) return parse_number(d);
+    return dec_fail(d, d->p, "expected a value");
   }
 }
 
@@ -864,11 +898,11 @@ static int l_json_is_array (lua_State *L) {
 }
 
 static const luaL_Reg json_fns[] = {
-  {"encode", l_json_encode},
-  {"decode", l_json_decode},
-  {"array", l_json_array},
-  {"is_array", l_json_is_array},
-  {NULL, NULL},
+    {"encode", l_json_encode},
+    {"decode", l_json_decode},
+    {"array", l_json_array},
+    {"is_array", l_json_is_array},
+    {NULL, NULL},
 };
 
 int json_luaopen (lua_State *L) {

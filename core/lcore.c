@@ -11,9 +11,8 @@ int lcore_open (lua_State *L) {
     const char *name;
     lua_CFunction open;
   } mods[] = {
-    {"json", json_luaopen},   {"store", store_luaopen}, {"sandbox", sandbox_luaopen},
-    {"http", http_luaopen},   {"loop", loop_luaopen},   {"sched", sched_luaopen},
-    {"sys", sys_luaopen},     {"term", term_luaopen},
+      {"json", json_luaopen}, {"store", store_luaopen}, {"sandbox", sandbox_luaopen}, {"http", http_luaopen},
+      {"loop", loop_luaopen}, {"sched", sched_luaopen}, {"sys", sys_luaopen},         {"term", term_luaopen},
   };
   lua_createtable(L, 0, 10);
   for (size_t i = 0; i < sizeof mods / sizeof mods[0]; i++) {

@@ -63,7 +63,7 @@ typedef struct {
 } timer_box;
 
 struct loop_timer {
-  uv_timer_t h; /* first: loop_close may free the handle */
+  uv_timer_t h;        /* first: loop_close may free the handle */
   int fn_ref, box_ref; /* the box stays anchored while the timer runs */
   timer_box *box;
 };
@@ -228,9 +228,13 @@ static int l_loop_stop (lua_State *L) {
 
 int loop_luaopen (lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"run", l_loop_run},       {"stop", l_loop_stop},     {"timer", l_loop_timer},
-    {"on_signal", l_loop_on_signal}, {"listen", l_loop_listen}, {"notify", l_loop_notify},
-    {NULL, NULL},
+      {"run", l_loop_run},
+      {"stop", l_loop_stop},
+      {"timer", l_loop_timer},
+      {"on_signal", l_loop_on_signal},
+      {"listen", l_loop_listen},
+      {"notify", l_loop_notify},
+      {NULL, NULL},
   };
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   loop_L = lua_tothread(L, -1);

@@ -32,8 +32,7 @@ int main (int argc, char **argv) {
       lua_pop(L, 1);
     }
   } else {
-    fprintf(stderr, "cogos: cannot load cogos.main (root %s): %s\n", host_root(),
-            lua_tostring(L, -1));
+    fprintf(stderr, "cogos: cannot load cogos.main (root %s): %s\n", host_root(), lua_tostring(L, -1));
     lua_pop(L, 1);
   }
   lua_close(L);

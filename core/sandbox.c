@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SANDBOX_MT "cogos.sandbox"
+#define SANDBOX_MT      "cogos.sandbox"
 #define SANDBOX_RESERVE (64 * 1024) /* memory lent to S to report an error after a kill */
 
 /* Slots of sb:run() on the node's stack; cap.c finds dispatch at RUN_DISPATCH. */
@@ -29,9 +29,7 @@ enum { RUN_SB = 1, RUN_CODE, RUN_OPTS, RUN_DISPATCH, RUN_EVENT, RUN_GLOBALS, RUN
 
 /* Whether a capability call from L may park (cap.h): every thread from L out
  * to sb:run can yield, and so can the node's coroutine. */
-static int sandbox_can_park (lua_State *L) {
-  return sandbox_of(L)->park_ok && lua_isyieldable(L);
-}
+static int sandbox_can_park (lua_State *L) { return sandbox_of(L)->park_ok && lua_isyieldable(L); }
 
 /* {====================================================== setup */
 
@@ -183,7 +181,7 @@ static void sandbox_end (sandbox *sb) {
   if (sb->S) {
     lua_settop(sb->S, 0);
     if (!lua_gc(sb->S, LUA_GCISRUNNING)) lua_gc(sb->S, LUA_GCRESTART); /* setup failed early */
-    if (sb->stop == STOP_MEMORY) lua_gc(sb->S, LUA_GCCOLLECT); /* room for the next call */
+    if (sb->stop == STOP_MEMORY) lua_gc(sb->S, LUA_GCCOLLECT);         /* room for the next call */
   }
   sb->co = NULL;
   sb->caps.node = NULL;
@@ -197,8 +195,10 @@ static void sandbox_end (sandbox *sb) {
 static int sandbox_result (lua_State *L, sandbox *sb, int failed) { /* may raise */
   lua_settop(L, RUN_TOP);
   lua_pushlstring(L, sb->out ? sb->out : "", sb->out_len);
-  if (failed) lua_pushstring(L, sb->err);
-  else lua_pushnil(L);
+  if (failed)
+    lua_pushstring(L, sb->err);
+  else
+    lua_pushnil(L);
   return 2;
 }
 
@@ -230,7 +230,7 @@ static int sandbox_finish (lua_State *L, sandbox *sb, int status) { /* may raise
   return sandbox_result(L, sb, failed);
 }
 
-static int sandbox_resume_k (lua_State *L, int status, lua_KContext ctx);
+static int sandbox_resume_k(lua_State *L, int status, lua_KContext ctx);
 
 /* A parked capability call has been made after the node's coroutine yielded:
  * hand its outcome to the sandbox and go on. */
@@ -305,8 +305,10 @@ static int l_sandbox_run (lua_State *L) { /* may raise */
     const char *name;
     luaL_argcheck(L, t == LUA_TSTRING, RUN_OPTS, "chunkname must be a string");
     name = lua_tostring(L, -1);
-    if (name[0] != '=' && name[0] != '@') lua_pushfstring(L, "=%s", name);
-    else lua_pushvalue(L, -1);
+    if (name[0] != '=' && name[0] != '@')
+      lua_pushfstring(L, "=%s", name);
+    else
+      lua_pushvalue(L, -1);
   }
   lua_replace(L, RUN_NAME);
   lua_settop(L, RUN_TOP);
@@ -386,8 +388,10 @@ static int l_sandbox_stats (lua_State *L) { /* may raise */
 
 static int l_sandbox_tostring (lua_State *L) {
   sandbox *sb = luaL_checkudata(L, 1, SANDBOX_MT);
-  if (sb->S) lua_pushfstring(L, "sandbox (%p)", (void *)sb);
-  else lua_pushliteral(L, "sandbox (closed)");
+  if (sb->S)
+    lua_pushfstring(L, "sandbox (%p)", (void *)sb);
+  else
+    lua_pushliteral(L, "sandbox (closed)");
   return 1;
 }
 
@@ -397,8 +401,7 @@ static lua_Integer sandbox_limit (lua_State *L, const char *key, lua_Integer def
   int isint;
   if (lua_getfield(L, 1, key) != LUA_TNIL) {
     v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < min)
-      luaL_error(L, "sandbox.new: '%s' must be an integer >= %d", key, (int)min);
+    if (!isint || v < min) luaL_error(L, "sandbox.new: '%s' must be an integer >= %d", key, (int)min);
   }
   lua_pop(L, 1);
   return v;
@@ -432,8 +435,10 @@ static int l_sandbox_new (lua_State *L) { /* may raise */
   sb->instr_budget = instructions;
   sb->slice = (int)slice;
   sb->out_max = (size_t)output;
-  if ((uint64_t)deadline_ms > (UINT64_MAX - now) / 1000000u) sb->deadline = UINT64_MAX;
-  else sb->deadline = now + (uint64_t)deadline_ms * 1000000u;
+  if ((uint64_t)deadline_ms > (UINT64_MAX - now) / 1000000u)
+    sb->deadline = UINT64_MAX;
+  else
+    sb->deadline = now + (uint64_t)deadline_ms * 1000000u;
   cap_set_parse(L, 3, &sb->caps); /* a raise leaves the rest to __gc */
   sb->caps.can_park = sandbox_can_park;
   if (sb->caps.n > 0 && lua_isnil(L, 2)) luaL_error(L, "sandbox.new: grants need a dispatch function");
@@ -471,16 +476,16 @@ static int l_sandbox_predicate (lua_State *L) { /* may raise */
 
 int sandbox_luaopen (lua_State *L) {
   static const luaL_Reg meta[] = {
-    {"__gc", l_sandbox_gc},
-    {"__close", l_sandbox_close},
-    {"__tostring", l_sandbox_tostring},
-    {NULL, NULL},
+      {"__gc", l_sandbox_gc},
+      {"__close", l_sandbox_close},
+      {"__tostring", l_sandbox_tostring},
+      {NULL, NULL},
   };
   static const luaL_Reg methods[] = {
-    {"run", l_sandbox_run},
-    {"close", l_sandbox_close},
-    {"stats", l_sandbox_stats},
-    {NULL, NULL},
+      {"run", l_sandbox_run},
+      {"close", l_sandbox_close},
+      {"stats", l_sandbox_stats},
+      {NULL, NULL},
   };
   if (luaL_newmetatable(L, SANDBOX_MT)) {
     luaL_setfuncs(L, meta, 0);

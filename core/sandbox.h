@@ -69,8 +69,7 @@
  * message in err, "predicate: " followed by the syntax or runtime error, the
  * kill ("instruction budget exhausted", "memory limit exceeded", "deadline
  * exceeded") or "payload: bad JSON ...". */
-int sandbox_predicate(const char *src, const char *payload_json, size_t len, char *err,
-                      size_t errlen);
+int sandbox_predicate(const char *src, const char *payload_json, size_t len, char *err, size_t errlen);
 
 /* Frees this thread's predicate state (it is made again on the next call). */
 void sandbox_predicate_close(void);
@@ -78,7 +77,6 @@ void sandbox_predicate_close(void);
 /* Deep-copies the value at idx of `from` onto `to`. Returns 1, or 0 with an error
  * message in err (functions, userdata other than json null, cycles, or more than
  * max_bytes of strings/keys in total, or deeper than JSON_MAX_DEPTH). */
-int sandbox_copy(lua_State *from, int idx, lua_State *to, size_t max_bytes, char *err,
-                 size_t errlen);
+int sandbox_copy(lua_State *from, int idx, lua_State *to, size_t max_bytes, char *err, size_t errlen);
 
 #endif

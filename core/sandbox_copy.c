@@ -31,9 +31,12 @@ static int copy_fail (copier *c) {
     n += (size_t)snprintf(c->err + n, c->errlen - n, " at $");
     for (int d = 0; d < c->depth && n < c->errlen; d++) {
       int k = c->keys[d], w;
-      if (lua_type(c->from, k) == LUA_TSTRING) w = snprintf(c->err + n, c->errlen - n, ".%.40s", lua_tostring(c->from, k));
-      else if (lua_isinteger(c->from, k)) w = snprintf(c->err + n, c->errlen - n, "[%lld]", (long long)lua_tointeger(c->from, k));
-      else w = snprintf(c->err + n, c->errlen - n, "[?]");
+      if (lua_type(c->from, k) == LUA_TSTRING)
+        w = snprintf(c->err + n, c->errlen - n, ".%.40s", lua_tostring(c->from, k));
+      else if (lua_isinteger(c->from, k))
+        w = snprintf(c->err + n, c->errlen - n, "[%lld]", (long long)lua_tointeger(c->from, k));
+      else
+        w = snprintf(c->err + n, c->errlen - n, "[?]");
       if (w < 0) break;
       n += (size_t)w;
     }
@@ -50,7 +53,7 @@ static int copy_charge (copier *c, size_t n) {
   return 1;
 }
 
-static int copy_value (copier *c, int idx);
+static int copy_value(copier *c, int idx);
 
 static int copy_table (copier *c, int idx) { /* may raise (in c->to) */
   lua_State *F = c->from, *T = c->to;
@@ -112,39 +115,42 @@ static int copy_value (copier *c, int idx) { /* may raise (in c->to) */
   lua_State *F = c->from, *T = c->to;
   int t = lua_type(F, idx);
   switch (t) {
-    case LUA_TNIL:
+  case LUA_TNIL:
+    if (!copy_charge(c, 1)) return 0;
+    lua_pushnil(T);
+    return 1;
+  case LUA_TBOOLEAN:
+    if (!copy_charge(c, 1)) return 0;
+    lua_pushboolean(T, lua_toboolean(F, idx));
+    return 1;
+  case LUA_TNUMBER:
+    if (!copy_charge(c, 8)) return 0;
+    if (lua_isinteger(F, idx))
+      lua_pushinteger(T, lua_tointeger(F, idx));
+    else
+      lua_pushnumber(T, lua_tonumber(F, idx));
+    return 1;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(F, idx, &len);
+    if (!copy_charge(c, len + 1)) return 0;
+    lua_pushlstring(T, s, len);
+    return 1;
+  }
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(F, idx) == json_null) {
       if (!copy_charge(c, 1)) return 0;
-      lua_pushnil(T);
-      return 1;
-    case LUA_TBOOLEAN:
-      if (!copy_charge(c, 1)) return 0;
-      lua_pushboolean(T, lua_toboolean(F, idx));
-      return 1;
-    case LUA_TNUMBER:
-      if (!copy_charge(c, 8)) return 0;
-      if (lua_isinteger(F, idx)) lua_pushinteger(T, lua_tointeger(F, idx));
-      else lua_pushnumber(T, lua_tonumber(F, idx));
-      return 1;
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(F, idx, &len);
-      if (!copy_charge(c, len + 1)) return 0;
-      lua_pushlstring(T, s, len);
+      lua_pushlightuserdata(T, json_null);
       return 1;
     }
-    case LUA_TLIGHTUSERDATA:
-      if (lua_touserdata(F, idx) == json_null) {
-        if (!copy_charge(c, 1)) return 0;
-        lua_pushlightuserdata(T, json_null);
-        return 1;
-      }
-      break;
-    case LUA_TTABLE:
-      return copy_table(c, idx);
-    default:
-      break;
+    break;
+  case LUA_TTABLE:
+    return copy_table(c, idx);
+  default:
+    break;
   }
-  snprintf(c->err, c->errlen, "cannot copy a %s", t == LUA_TLIGHTUSERDATA ? "light userdata" : lua_typename(F, t));
+  snprintf(c->err, c->errlen, "cannot copy a %s",
+           t == LUA_TLIGHTUSERDATA ? "light userdata" : lua_typename(F, t));
   return copy_fail(c);
 }
 

@@ -40,8 +40,8 @@ enum { STOP_NONE, STOP_BUDGET, STOP_DEADLINE, STOP_MEMORY, STOP_EXIT };
  * this is cheaper. The slabs are at most SANDBOX_POOL_SLABS * SANDBOX_POOL_SLAB
  * bytes beyond what the memory limit counts; past them blocks come from malloc. */
 #define SANDBOX_POOL_GRAIN 16
-#define SANDBOX_POOL_MAX 512 /* the largest block a slab serves */
-#define SANDBOX_POOL_SLAB (32 * 1024)
+#define SANDBOX_POOL_MAX   512 /* the largest block a slab serves */
+#define SANDBOX_POOL_SLAB  (32 * 1024)
 #define SANDBOX_POOL_SLABS 8
 
 typedef struct sandbox_pool {
@@ -58,12 +58,12 @@ typedef struct sandbox {
   size_t mem, mem_limit, mem_max; /* bytes Lua asked for, not counting pool slack */
   sandbox_pool pool;
   long long instr_used, instr_budget;
-  size_t grown; /* bytes allocated since the allocator last charged them (sandbox_limits.c) */
+  size_t grown;      /* bytes allocated since the allocator last charged them (sandbox_limits.c) */
   uint64_t deadline; /* monotonic ns */
   int slice;
-  int stop;    /* STOP_* */
-  int forced;  /* the hook yielded, not the code */
-  int running; /* inside run(), possibly parked in sched */
+  int stop;        /* STOP_* */
+  int forced;      /* the hook yielded, not the code */
+  int running;     /* inside run(), possibly parked in sched */
   int node_yields; /* the node's coroutine can yield to sched during this run */
   int park_ok;     /* the threads resuming the running one can all yield (cap.h) */
   size_t out_max;
@@ -74,9 +74,7 @@ typedef struct sandbox {
 } sandbox;
 
 /* The sandbox owning S or any of its threads (S's extra space, set by new()). */
-static inline sandbox *sandbox_of (lua_State *L) {
-  return *(sandbox **)lua_getextraspace(L);
-}
+static inline sandbox *sandbox_of (lua_State *L) { return *(sandbox **)lua_getextraspace(L); }
 
 /* Registry keys of S (their addresses): name -> pristine builtin, name -> number of
  * fields of a pristine library table, name -> grant userdata. */
@@ -86,19 +84,19 @@ extern const char sandbox_lib_key, sandbox_libsize_key, sandbox_grants_key;
 extern const char *const sandbox_stop_msg[];
 
 /* sandbox_limits.c */
-uint64_t sandbox_now(void); /* monotonic ns */
+uint64_t sandbox_now(void);                                           /* monotonic ns */
 void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize); /* lua_Alloc; ud: sandbox */
-void sandbox_pool_free(sandbox *sb); /* after lua_close */
-void sandbox_out_raw(sandbox *sb, const char *s, size_t len); /* past the cap */
-void sandbox_out_add(sandbox *sb, const char *s, size_t len); /* up to out_max */
+void sandbox_pool_free(sandbox *sb);                                  /* after lua_close */
+void sandbox_out_raw(sandbox *sb, const char *s, size_t len);         /* past the cap */
+void sandbox_out_add(sandbox *sb, const char *s, size_t len);         /* up to out_max */
 void sandbox_out_reset(sandbox *sb);
 void sandbox_intern_stops(lua_State *S); /* may raise */
 void sandbox_arm(sandbox *sb, lua_State *co);
 void sandbox_stop(lua_State *L, sandbox *sb, int why);
 int sandbox_poll(sandbox *sb);
-int sandbox_raise_stop(lua_State *L, sandbox *sb); /* raises */
+int sandbox_raise_stop(lua_State *L, sandbox *sb);           /* raises */
 void sandbox_recheck(lua_State *L, sandbox *sb, int status); /* may raise */
-void sandbox_charge(lua_State *L, lua_Unsigned n); /* may raise */
+void sandbox_charge(lua_State *L, lua_Unsigned n);           /* may raise */
 
 /* sandbox_match.c: puts the budgeted find/match/gmatch/gsub in the string table on top. */
 void sandbox_match_install(lua_State *S); /* may raise */

@@ -19,7 +19,7 @@
 #include <limits.h>
 #include <string.h>
 
-const char sandbox_lib_key = 0;    /* see sandbox_int.h */
+const char sandbox_lib_key = 0; /* see sandbox_int.h */
 const char sandbox_libsize_key = 0;
 const char sandbox_grants_key = 0;
 
@@ -88,7 +88,8 @@ static int l_setmetatable (lua_State *L) { /* may raise */
   luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
   if (t == LUA_TTABLE) {
     lua_pushliteral(L, "__gc");
-    if (lua_rawget(L, 2) != LUA_TNIL) return luaL_error(L, "setmetatable: __gc is not allowed in the sandbox");
+    if (lua_rawget(L, 2) != LUA_TNIL)
+      return luaL_error(L, "setmetatable: __gc is not allowed in the sandbox");
     lua_pop(L, 1);
   }
   if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
@@ -189,17 +190,17 @@ static int l_dir (lua_State *L) { /* may raise */
     return 1;
   }
   switch (lua_type(L, 1)) {
-    case LUA_TNONE:
-    case LUA_TNIL:
-      lua_pushglobaltable(L);
-      break;
-    case LUA_TSTRING:
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &sandbox_lib_key);
-      lua_getfield(L, -1, "string");
-      break;
-    default:
-      lua_pushvalue(L, 1);
-      break;
+  case LUA_TNONE:
+  case LUA_TNIL:
+    lua_pushglobaltable(L);
+    break;
+  case LUA_TSTRING:
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &sandbox_lib_key);
+    lua_getfield(L, -1, "string");
+    break;
+  default:
+    lua_pushvalue(L, 1);
+    break;
   }
   push_keys(L, -1);
   return 1;
@@ -241,36 +242,35 @@ static int l_help (lua_State *L) { /* may raise */
     cap_push_help(L, g);
   } else {
     switch (lua_type(L, 1)) {
-      case LUA_TNONE:
-      case LUA_TNIL:
-        help_general(L);
+    case LUA_TNONE:
+    case LUA_TNIL:
+      help_general(L);
+      break;
+    case LUA_TTABLE:
+      lua_pushfstring(L, "table with %d array items; dir(t) lists its string keys", (int)lua_rawlen(L, 1));
+      break;
+    case LUA_TSTRING:
+      lua_pushfstring(L, "string of %d bytes; dir(\"\") lists the string methods (s:upper() ...)",
+                      (int)lua_rawlen(L, 1));
+      break;
+    case LUA_TNUMBER:
+      lua_pushstring(L, lua_isinteger(L, 1) ? "integer" : "float");
+      break;
+    case LUA_TFUNCTION:
+      lua_pushstring(L, lua_iscfunction(L, 1) ? "built-in function" : "function");
+      break;
+    case LUA_TTHREAD:
+      lua_pushliteral(L, "coroutine");
+      break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, 1) == json_null) {
+        lua_pushliteral(L, "json.null, the JSON null");
         break;
-      case LUA_TTABLE:
-        lua_pushfstring(L, "table with %d array items; dir(t) lists its string keys",
-                        (int)lua_rawlen(L, 1));
-        break;
-      case LUA_TSTRING:
-        lua_pushfstring(L, "string of %d bytes; dir(\"\") lists the string methods (s:upper() ...)",
-                        (int)lua_rawlen(L, 1));
-        break;
-      case LUA_TNUMBER:
-        lua_pushstring(L, lua_isinteger(L, 1) ? "integer" : "float");
-        break;
-      case LUA_TFUNCTION:
-        lua_pushstring(L, lua_iscfunction(L, 1) ? "built-in function" : "function");
-        break;
-      case LUA_TTHREAD:
-        lua_pushliteral(L, "coroutine");
-        break;
-      case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, 1) == json_null) {
-          lua_pushliteral(L, "json.null, the JSON null");
-          break;
-        }
-        /* fall through */
-      default:
-        lua_pushstring(L, luaL_typename(L, 1));
-        break;
+      }
+      /* fall through */
+    default:
+      lua_pushstring(L, luaL_typename(L, 1));
+      break;
     }
   }
   s = lua_tolstring(L, -1, &len);
@@ -280,23 +280,23 @@ static int l_help (lua_State *L) { /* may raise */
 }
 
 static const luaL_Reg sandbox_base[] = {
-  {"print", l_print},
-  {"load", l_load},
-  {"collectgarbage", l_collectgarbage},
-  {"getmetatable", l_getmetatable},
-  {"setmetatable", l_setmetatable},
-  {"pcall", l_pcall},
-  {"xpcall", l_xpcall},
-  {"exit", l_exit},
-  {"help", l_help},
-  {"dir", l_dir},
-  {NULL, NULL},
+    {"print", l_print},
+    {"load", l_load},
+    {"collectgarbage", l_collectgarbage},
+    {"getmetatable", l_getmetatable},
+    {"setmetatable", l_setmetatable},
+    {"pcall", l_pcall},
+    {"xpcall", l_xpcall},
+    {"exit", l_exit},
+    {"help", l_help},
+    {"dir", l_dir},
+    {NULL, NULL},
 };
 
 /* Kept from Lua's base library as they are. */
 static const char *const sandbox_base_kept[] = {
-  "assert", "error",  "ipairs", "next",   "pairs",    "rawequal", "rawget",
-  "rawlen", "rawset", "select", "tonumber", "tostring", "type",   NULL,
+    "assert", "error",  "ipairs", "next",     "pairs",    "rawequal", "rawget",
+    "rawlen", "rawset", "select", "tonumber", "tostring", "type",     NULL,
 };
 
 /* }====================================================== */
@@ -305,7 +305,7 @@ static const char *const sandbox_base_kept[] = {
 
 enum { CO_RESUME, CO_WRAP }; /* which function resumes: coroutine.resume or a wrap */
 
-static int co_step (lua_State *L, lua_State *co, int narg, int kind);
+static int co_step(lua_State *L, lua_State *co, int narg, int kind);
 
 /* A capability call parked in co was passed up and made: resume co for it. */
 static int co_step_k (lua_State *L, int status, lua_KContext kind) { /* may raise */
@@ -420,13 +420,13 @@ static const char *co_status (lua_State *L, lua_State *co) {
   lua_Debug ar;
   if (L == co) return "running";
   switch (lua_status(co)) {
-    case LUA_YIELD:
-      return "suspended";
-    case LUA_OK:
-      if (lua_getstack(co, 0, &ar)) return "normal";
-      return lua_gettop(co) == 0 ? "dead" : "suspended";
-    default:
-      return "dead";
+  case LUA_YIELD:
+    return "suspended";
+  case LUA_OK:
+    if (lua_getstack(co, 0, &ar)) return "normal";
+    return lua_gettop(co) == 0 ? "dead" : "suspended";
+  default:
+    return "dead";
   }
 }
 
@@ -453,9 +453,13 @@ static int l_co_close (lua_State *L) { /* may raise */
 }
 
 static const luaL_Reg sandbox_co[] = {
-  {"resume", l_co_resume},       {"wrap", l_co_wrap},       {"yield", l_co_yield},
-  {"isyieldable", l_co_isyieldable}, {"running", l_co_running}, {"close", l_co_close},
-  {NULL, NULL},
+    {"resume", l_co_resume},
+    {"wrap", l_co_wrap},
+    {"yield", l_co_yield},
+    {"isyieldable", l_co_isyieldable},
+    {"running", l_co_running},
+    {"close", l_co_close},
+    {NULL, NULL},
 };
 
 /* }====================================================== */
@@ -490,9 +494,7 @@ static int l_table_move (lua_State *L) { /* may raise */
 /* C loops over every byte or value asked for, behind one call: charged first
  * (string.byte and table.unpack push up to a million values, utf8.len decodes
  * the whole string). */
-static lua_Integer span (lua_Integer i, lua_Integer j) {
-  return j >= i ? j - i + 1 : 0;
-}
+static lua_Integer span (lua_Integer i, lua_Integer j) { return j >= i ? j - i + 1 : 0; }
 
 /* A string position as string.byte reads it: negative from the end. */
 static lua_Integer str_pos (lua_Integer pos, lua_Integer len) {
@@ -557,20 +559,20 @@ static int l_table_insert (lua_State *L) { /* may raise */
   luaL_checktype(L, 1, LUA_TTABLE);
   end = (lua_Integer)((lua_Unsigned)luaL_len(L, 1) + 1u); /* first empty slot */
   switch (lua_gettop(L)) {
-    case 2:
-      pos = end;
-      break;
-    case 3:
-      pos = luaL_checkinteger(L, 2);
-      luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)end, 2, "position out of bounds");
-      sandbox_charge(L, (lua_Unsigned)end - (lua_Unsigned)pos);
-      for (lua_Integer i = end; i > pos; i--) {
-        lua_geti(L, 1, i - 1);
-        lua_seti(L, 1, i);
-      }
-      break;
-    default:
-      return luaL_error(L, "wrong number of arguments to 'insert'");
+  case 2:
+    pos = end;
+    break;
+  case 3:
+    pos = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)end, 2, "position out of bounds");
+    sandbox_charge(L, (lua_Unsigned)end - (lua_Unsigned)pos);
+    for (lua_Integer i = end; i > pos; i--) {
+      lua_geti(L, 1, i - 1);
+      lua_seti(L, 1, i);
+    }
+    break;
+  default:
+    return luaL_error(L, "wrong number of arguments to 'insert'");
   }
   lua_seti(L, 1, pos);
   return 0;
@@ -602,26 +604,26 @@ static int json_fits (lua_State *L, int idx, int depth, size_t *left) {
   if (*left < 16) return 0;
   *left -= 16;
   switch (lua_type(L, idx)) {
-    case LUA_TSTRING:
-      lua_tolstring(L, idx, &len);
-      if (len > *left) return 0;
-      *left -= len;
-      return 1;
-    case LUA_TTABLE:
-      if (depth >= JSON_MAX_DEPTH || !lua_checkstack(L, 3)) return 1; /* encode reports it */
-      *left -= *left < (size_t)depth * 2 ? *left : (size_t)depth * 2; /* indentation */
-      lua_pushnil(L);
-      while (lua_next(L, idx)) {
-        int top = lua_gettop(L);
-        if (!json_fits(L, top - 1, depth + 1, left) || !json_fits(L, top, depth + 1, left)) {
-          lua_pop(L, 2);
-          return 0;
-        }
-        lua_pop(L, 1);
+  case LUA_TSTRING:
+    lua_tolstring(L, idx, &len);
+    if (len > *left) return 0;
+    *left -= len;
+    return 1;
+  case LUA_TTABLE:
+    if (depth >= JSON_MAX_DEPTH || !lua_checkstack(L, 3)) return 1; /* encode reports it */
+    *left -= *left < (size_t)depth * 2 ? *left : (size_t)depth * 2; /* indentation */
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      int top = lua_gettop(L);
+      if (!json_fits(L, top - 1, depth + 1, left) || !json_fits(L, top, depth + 1, left)) {
+        lua_pop(L, 2);
+        return 0;
       }
-      return 1;
-    default:
-      return 1;
+      lua_pop(L, 1);
+    }
+    return 1;
+  default:
+    return 1;
   }
 }
 

@@ -22,10 +22,10 @@
 #define SANDBOX_CO_COUNT 1000 /* hook period in user coroutines (they yield on their own) */
 
 const char *const sandbox_stop_msg[] = {
-  NULL, "instruction budget exhausted", "deadline exceeded", "memory limit exceeded", NULL,
+    NULL, "instruction budget exhausted", "deadline exceeded", "memory limit exceeded", NULL,
 };
 
-static const char stop_key[4];   /* registry of S: the interned kill messages */
+static const char stop_key[4];    /* registry of S: the interned kill messages */
 static const char exit_token = 0; /* the error value of exit() */
 
 uint64_t sandbox_now (void) {
@@ -36,9 +36,7 @@ uint64_t sandbox_now (void) {
 
 /* {====================================================== allocator */
 
-static int pool_class (size_t n) {
-  return (int)((n - 1) / SANDBOX_POOL_GRAIN);
-}
+static int pool_class (size_t n) { return (int)((n - 1) / SANDBOX_POOL_GRAIN); }
 
 static int pool_owns (const sandbox_pool *pl, const void *p) {
   const char *c = p;
@@ -59,8 +57,7 @@ static void *pool_alloc (sandbox_pool *pl, size_t n) {
   }
   if ((size_t)(pl->bump_end - pl->bump) < size) {
     char *slab;
-    if (pl->nslabs == SANDBOX_POOL_SLABS || (slab = malloc(SANDBOX_POOL_SLAB)) == NULL)
-      return malloc(n);
+    if (pl->nslabs == SANDBOX_POOL_SLABS || (slab = malloc(SANDBOX_POOL_SLAB)) == NULL) return malloc(n);
     pl->slab[pl->nslabs++] = slab;
     pl->bump = slab;
     pl->bump_end = slab + SANDBOX_POOL_SLAB;
@@ -112,13 +109,13 @@ void sandbox_pool_free (sandbox *sb) {
  * (lua_sethook may be called at any time; a user coroutine's own hook sees
  * the kill within SANDBOX_CO_COUNT instructions). */
 #define ALLOC_SLICE (1024 * 1024)
-#define ALLOC_UNIT 64
+#define ALLOC_UNIT  64
 
 static void alloc_slice (sandbox *sb) {
   long long units = (long long)(sb->grown / ALLOC_UNIT);
   sb->grown = 0;
-  if (!sb->stop) sb->instr_used = units > sb->instr_budget - sb->instr_used ? sb->instr_budget
-                                                                            : sb->instr_used + units;
+  if (!sb->stop)
+    sb->instr_used = units > sb->instr_budget - sb->instr_used ? sb->instr_budget : sb->instr_used + units;
   if (sandbox_poll(sb) && sb->co) sandbox_arm(sb, sb->co);
 }
 
@@ -131,8 +128,7 @@ void *sandbox_alloc (void *ud, void *ptr, size_t osize, size_t nsize) {
     sb->mem -= old;
     return NULL;
   }
-  if (nsize > old && (sb->mem > sb->mem_limit || nsize - old > sb->mem_limit - sb->mem))
-    return NULL;
+  if (nsize > old && (sb->mem > sb->mem_limit || nsize - old > sb->mem_limit - sb->mem)) return NULL;
   p = ptr ? block_realloc(&sb->pool, ptr, osize, nsize) : block_alloc(&sb->pool, nsize);
   if (p == NULL) {
     if (nsize > old) return NULL;
@@ -189,7 +185,7 @@ void sandbox_out_reset (sandbox *sb) {
 
 /* {====================================================== limits */
 
-static void sandbox_hook (lua_State *L, lua_Debug *ar);
+static void sandbox_hook(lua_State *L, lua_Debug *ar);
 
 /* Puts the hook on co as the current mode wants it: every instruction once
  * stopped; else every slice on the run thread (its forced yields) and more
@@ -218,8 +214,10 @@ void sandbox_stop (lua_State *L, sandbox *sb, int why) {
 
 int sandbox_poll (sandbox *sb) {
   if (!sb->stop) {
-    if (sb->instr_used >= sb->instr_budget) sb->stop = STOP_BUDGET;
-    else if (sandbox_now() >= sb->deadline) sb->stop = STOP_DEADLINE;
+    if (sb->instr_used >= sb->instr_budget)
+      sb->stop = STOP_BUDGET;
+    else if (sandbox_now() >= sb->deadline)
+      sb->stop = STOP_DEADLINE;
   }
   return sb->stop;
 }
@@ -234,8 +232,10 @@ void sandbox_intern_stops (lua_State *S) { /* may raise */
 
 /* Raises the kill's own value (interned: raising must not allocate). */
 int sandbox_raise_stop (lua_State *L, sandbox *sb) { /* may raise */
-  if (sb->stop == STOP_EXIT) lua_pushlightuserdata(L, (void *)&exit_token);
-  else lua_rawgetp(L, LUA_REGISTRYINDEX, &stop_key[sb->stop]);
+  if (sb->stop == STOP_EXIT)
+    lua_pushlightuserdata(L, (void *)&exit_token);
+  else
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &stop_key[sb->stop]);
   return lua_error(L);
 }
 
@@ -265,8 +265,10 @@ static void sandbox_hook (lua_State *L, lua_Debug *ar) { /* may raise */
 void sandbox_charge (lua_State *L, lua_Unsigned n) { /* may raise */
   sandbox *sb = sandbox_of(L);
   lua_Unsigned room = (lua_Unsigned)(sb->instr_budget - sb->instr_used);
-  if (sb->instr_used >= sb->instr_budget || n > room) sb->instr_used = sb->instr_budget;
-  else sb->instr_used += (long long)n;
+  if (sb->instr_used >= sb->instr_budget || n > room)
+    sb->instr_used = sb->instr_budget;
+  else
+    sb->instr_used += (long long)n;
   sandbox_poll(sb);
   sandbox_recheck(L, sb, LUA_OK);
 }

@@ -17,20 +17,20 @@
 #include <stddef.h>
 #include <string.h>
 
-#define MATCH_MAXCAPTURES 32 /* LUA_MAXCAPTURES */
-#define MATCH_MAXDEPTH 200   /* nested items before "pattern too complex" (MAXCCALLS) */
-#define MATCH_CHARGE 1024    /* steps between charges */
-#define CAP_UNFINISHED (-1)
-#define CAP_POSITION (-2)
-#define ESC '%'
-#define SPECIALS "^$*+?.([%-"
+#define MATCH_MAXCAPTURES 32   /* LUA_MAXCAPTURES */
+#define MATCH_MAXDEPTH    200  /* nested items before "pattern too complex" (MAXCCALLS) */
+#define MATCH_CHARGE      1024 /* steps between charges */
+#define CAP_UNFINISHED    (-1)
+#define CAP_POSITION      (-2)
+#define ESC               '%'
+#define SPECIALS          "^$*+?.([%-"
 
 typedef struct mstate {
   const char *src, *src_end; /* the subject */
   const char *pat_end;
   lua_State *L;
-  int depth;  /* items left before "pattern too complex" */
-  int level;  /* captures open or closed */
+  int depth;      /* items left before "pattern too complex" */
+  int level;      /* captures open or closed */
   unsigned steps; /* not charged yet */
   struct {
     const char *init;
@@ -90,18 +90,41 @@ static const char *class_end (mstate *ms, const char *p) { /* may raise */
 static int class_match (int c, int cl) {
   int res;
   switch (tolower(cl)) {
-    case 'a': res = isalpha(c); break;
-    case 'c': res = iscntrl(c); break;
-    case 'd': res = isdigit(c); break;
-    case 'g': res = isgraph(c); break;
-    case 'l': res = islower(c); break;
-    case 'p': res = ispunct(c); break;
-    case 's': res = isspace(c); break;
-    case 'u': res = isupper(c); break;
-    case 'w': res = isalnum(c); break;
-    case 'x': res = isxdigit(c); break;
-    case 'z': res = c == 0; break; /* deprecated, still in 5.4 */
-    default: return cl == c;
+  case 'a':
+    res = isalpha(c);
+    break;
+  case 'c':
+    res = iscntrl(c);
+    break;
+  case 'd':
+    res = isdigit(c);
+    break;
+  case 'g':
+    res = isgraph(c);
+    break;
+  case 'l':
+    res = islower(c);
+    break;
+  case 'p':
+    res = ispunct(c);
+    break;
+  case 's':
+    res = isspace(c);
+    break;
+  case 'u':
+    res = isupper(c);
+    break;
+  case 'w':
+    res = isalnum(c);
+    break;
+  case 'x':
+    res = isxdigit(c);
+    break;
+  case 'z':
+    res = c == 0;
+    break; /* deprecated, still in 5.4 */
+  default:
+    return cl == c;
   }
   if (isupper(cl)) res = !res;
   return res != 0;
@@ -135,10 +158,14 @@ static int single_match (mstate *ms, const char *s, const char *p, const char *e
   if (s >= ms->src_end) return 0;
   c = (unsigned char)*s;
   switch (*p) {
-    case '.': return 1;
-    case ESC: return class_match(c, (unsigned char)p[1]);
-    case '[': return set_match(c, p, ep - 1);
-    default: return (unsigned char)*p == c;
+  case '.':
+    return 1;
+  case ESC:
+    return class_match(c, (unsigned char)p[1]);
+  case '[':
+    return set_match(c, p, ep - 1);
+  default:
+    return (unsigned char)*p == c;
   }
 }
 
@@ -229,82 +256,90 @@ static const char *do_match (mstate *ms, const char *s, const char *p) { /* may 
     step(ms);
     if (p == ms->pat_end) break;
     switch (*p) {
-      case '(':
-        s = p[1] == ')' ? start_capture(ms, s, p + 2, CAP_POSITION)
-                        : start_capture(ms, s, p + 1, CAP_UNFINISHED);
-        goto done;
-      case ')':
-        s = end_capture(ms, s, p + 1);
-        goto done;
-      case '$':
-        if (p + 1 != ms->pat_end) goto item;
-        s = s == ms->src_end ? s : NULL;
-        goto done;
-      case ESC:
-        switch (p[1]) {
-          case 'b':
-            s = match_balance(ms, s, p + 2);
-            if (s == NULL) goto done;
-            p += 4;
-            continue;
-          case 'f': {
-            int prev, cur;
-            p += 2;
-            if (*p != '[') luaL_error(ms->L, "missing '[' after '%%f' in pattern");
-            ep = class_end(ms, p);
-            prev = s == ms->src ? '\0' : (unsigned char)s[-1];
-            cur = s < ms->src_end ? (unsigned char)*s : '\0';
-            if (!set_match(prev, p, ep - 1) && set_match(cur, p, ep - 1)) {
-              p = ep;
-              continue;
-            }
-            s = NULL;
-            goto done;
-          }
-          case '0': case '1': case '2': case '3': case '4':
-          case '5': case '6': case '7': case '8': case '9':
-            s = match_capture(ms, s, (unsigned char)p[1]);
-            if (s == NULL) goto done;
-            p += 2;
-            continue;
-          default:
-            goto item;
-        }
-      default:
-      item:
+    case '(':
+      s = p[1] == ')' ? start_capture(ms, s, p + 2, CAP_POSITION)
+                      : start_capture(ms, s, p + 1, CAP_UNFINISHED);
+      goto done;
+    case ')':
+      s = end_capture(ms, s, p + 1);
+      goto done;
+    case '$':
+      if (p + 1 != ms->pat_end) goto item;
+      s = s == ms->src_end ? s : NULL;
+      goto done;
+    case ESC:
+      switch (p[1]) {
+      case 'b':
+        s = match_balance(ms, s, p + 2);
+        if (s == NULL) goto done;
+        p += 4;
+        continue;
+      case 'f': {
+        int prev, cur;
+        p += 2;
+        if (*p != '[') luaL_error(ms->L, "missing '[' after '%%f' in pattern");
         ep = class_end(ms, p);
-        if (!single_match(ms, s, p, ep)) {
-          if (*ep == '*' || *ep == '?' || *ep == '-') { /* may match nothing */
-            p = ep + 1;
-            continue;
-          }
-          s = NULL;
+        prev = s == ms->src ? '\0' : (unsigned char)s[-1];
+        cur = s < ms->src_end ? (unsigned char)*s : '\0';
+        if (!set_match(prev, p, ep - 1) && set_match(cur, p, ep - 1)) {
+          p = ep;
+          continue;
+        }
+        s = NULL;
+        goto done;
+      }
+      case '0':
+      case '1':
+      case '2':
+      case '3':
+      case '4':
+      case '5':
+      case '6':
+      case '7':
+      case '8':
+      case '9':
+        s = match_capture(ms, s, (unsigned char)p[1]);
+        if (s == NULL) goto done;
+        p += 2;
+        continue;
+      default:
+        goto item;
+      }
+    default:
+    item:
+      ep = class_end(ms, p);
+      if (!single_match(ms, s, p, ep)) {
+        if (*ep == '*' || *ep == '?' || *ep == '-') { /* may match nothing */
+          p = ep + 1;
+          continue;
+        }
+        s = NULL;
+        goto done;
+      }
+      switch (*ep) {
+      case '?': {
+        const char *res = do_match(ms, s + 1, ep + 1);
+        if (res) {
+          s = res;
           goto done;
         }
-        switch (*ep) {
-          case '?': {
-            const char *res = do_match(ms, s + 1, ep + 1);
-            if (res) {
-              s = res;
-              goto done;
-            }
-            p = ep + 1;
-            continue;
-          }
-          case '+':
-            s = max_expand(ms, s + 1, p, ep);
-            goto done;
-          case '*':
-            s = max_expand(ms, s, p, ep);
-            goto done;
-          case '-':
-            s = min_expand(ms, s, p, ep);
-            goto done;
-          default:
-            s++;
-            p = ep;
-            continue;
-        }
+        p = ep + 1;
+        continue;
+      }
+      case '+':
+        s = max_expand(ms, s + 1, p, ep);
+        goto done;
+      case '*':
+        s = max_expand(ms, s, p, ep);
+        goto done;
+      case '-':
+        s = min_expand(ms, s, p, ep);
+        goto done;
+      default:
+        s++;
+        p = ep;
+        continue;
+      }
     }
   }
 done:
@@ -409,18 +444,14 @@ static int find_aux (lua_State *L, int find) { /* may raise */
   return 1;
 }
 
-static int l_match_find (lua_State *L) {
-  return find_aux(L, 1);
-}
+static int l_match_find (lua_State *L) { return find_aux(L, 1); }
 
-static int l_match_match (lua_State *L) {
-  return find_aux(L, 0);
-}
+static int l_match_match (lua_State *L) { return find_aux(L, 0); }
 
 /* gmatch's state; the subject and pattern stay alive as upvalues 1 and 2. */
 typedef struct gmatch_state {
-  size_t pos;      /* where the next attempt starts */
-  ptrdiff_t last;  /* end of the last match, or -1 */
+  size_t pos;     /* where the next attempt starts */
+  ptrdiff_t last; /* end of the last match, or -1 */
 } gmatch_state;
 
 static int gmatch_aux (lua_State *L) { /* may raise */
@@ -490,20 +521,20 @@ static void add_string (mstate *ms, luaL_Buffer *b, const char *s, const char *e
 static void add_value (mstate *ms, luaL_Buffer *b, const char *s, const char *e, int tr) { /* may raise */
   lua_State *L = ms->L;
   switch (tr) {
-    case LUA_TFUNCTION: {
-      int n;
-      lua_pushvalue(L, 3);
-      n = push_captures(ms, s, e);
-      lua_call(L, n, 1);
-      break;
-    }
-    case LUA_TTABLE:
-      push_capture(ms, 0, s, e);
-      lua_gettable(L, 3);
-      break;
-    default:
-      add_string(ms, b, s, e);
-      return;
+  case LUA_TFUNCTION: {
+    int n;
+    lua_pushvalue(L, 3);
+    n = push_captures(ms, s, e);
+    lua_call(L, n, 1);
+    break;
+  }
+  case LUA_TTABLE:
+    push_capture(ms, 0, s, e);
+    lua_gettable(L, 3);
+    break;
+  default:
+    add_string(ms, b, s, e);
+    return;
   }
   if (!lua_toboolean(L, -1)) {
     lua_pop(L, 1);
@@ -526,8 +557,8 @@ static int l_match_gsub (lua_State *L) { /* may raise */
   lua_Integer n = 0;
   mstate ms;
   luaL_Buffer b;
-  luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE,
-                   3, "string/function/table");
+  luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING || tr == LUA_TFUNCTION || tr == LUA_TTABLE, 3,
+                   "string/function/table");
   luaL_buffinit(L, &b);
   if (anchor) {
     p++;
@@ -559,11 +590,8 @@ static int l_match_gsub (lua_State *L) { /* may raise */
 /* Replaces find, match, gmatch and gsub in the string table on top of S. */
 void sandbox_match_install (lua_State *S) { /* may raise */
   static const luaL_Reg funcs[] = {
-    {"find", l_match_find},
-    {"match", l_match_match},
-    {"gmatch", l_match_gmatch},
-    {"gsub", l_match_gsub},
-    {NULL, NULL},
+      {"find", l_match_find}, {"match", l_match_match}, {"gmatch", l_match_gmatch}, {"gsub", l_match_gsub},
+      {NULL, NULL},
   };
   luaL_setfuncs(S, funcs, 0);
 }

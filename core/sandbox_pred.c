@@ -20,10 +20,10 @@
 #include <string.h>
 
 #define PRED_INSTRUCTIONS 100000
-#define PRED_MEMORY (1024 * 1024)  /* bytes a call may add beyond the decoded payload */
-#define PRED_DEADLINE_NS 100000000u /* 100 ms: a backstop behind the budget */
-#define PRED_SLICE 1000            /* hook period: the budget is exact to this */
-#define PRED_CACHE 32              /* compiled predicates kept */
+#define PRED_MEMORY       (1024 * 1024) /* bytes a call may add beyond the decoded payload */
+#define PRED_DEADLINE_NS  100000000u    /* 100 ms: a backstop behind the budget */
+#define PRED_SLICE        1000          /* hook period: the budget is exact to this */
+#define PRED_CACHE        32            /* compiled predicates kept */
 
 typedef struct pred_entry {
   char *src; /* NULL when free */
@@ -220,8 +220,7 @@ static int pred_call_p (lua_State *S) { /* may raise */
   return 1;
 }
 
-int sandbox_predicate (const char *src, const char *payload_json, size_t len, char *err,
-                       size_t errlen) {
+int sandbox_predicate (const char *src, const char *payload_json, size_t len, char *err, size_t errlen) {
   pred_state *p;
   lua_State *S;
   sandbox *sb;

@@ -28,13 +28,13 @@
  * the node state (a task still waiting at exit is freed by lua_close). */
 typedef struct sched_task {
   lua_State *co;
-  int ref;       /* anchors the task (and so its thread) in the registry */
-  int nargs;     /* values waiting on co for the next resume */
-  int is_run;    /* a dispatched run: frees a slot when it ends */
+  int ref;    /* anchors the task (and so its thread) in the registry */
+  int nargs;  /* values waiting on co for the next resume */
+  int is_run; /* a dispatched run: frees a slot when it ends */
   int started;
-  int fetch_wait; /* resume with db:wait_results(parked_pid) */
-  char parked_pid[64]; /* non-empty while parked in a wait (core.sched.park) */
-  struct sched_task *next; /* ready queue */
+  int fetch_wait;               /* resume with db:wait_results(parked_pid) */
+  char parked_pid[64];          /* non-empty while parked in a wait (core.sched.park) */
+  struct sched_task *next;      /* ready queue */
   struct sched_task *park_next; /* parked list */
 } sched_task;
 
@@ -50,19 +50,21 @@ static struct {
   int db_ref, run_ref;
   char node_id[64];
   int slots, running;
-  uint64_t rng; /* splitmix64 state of the selection draws */
+  uint64_t rng;       /* splitmix64 state of the selection draws */
   sched_task *parked; /* runs parked in a wait, newest first */
   int nparked;
 } S = {.db_ref = LUA_NOREF, .run_ref = LUA_NOREF, .rng = 0x9E3779B97F4A7C15u};
 
 static sched_task *task_of (lua_State *co) { return *(sched_task **)lua_getextraspace(co); }
 
-static void arm (void);
+static void arm(void);
 
 static void push_ready (sched_task *t) {
   t->next = NULL;
-  if (S.ready_tail) S.ready_tail->next = t;
-  else S.ready_head = t;
+  if (S.ready_tail)
+    S.ready_tail->next = t;
+  else
+    S.ready_head = t;
   S.ready_tail = t;
   arm();
 }
@@ -77,9 +79,7 @@ int sched_yield_wait (lua_State *L, lua_KContext ctx, lua_KFunction k) {
   return lua_yieldk(L, 1, ctx, k);
 }
 
-int sched_yield_ready (lua_State *L, lua_KContext ctx, lua_KFunction k) {
-  return lua_yieldk(L, 0, ctx, k);
-}
+int sched_yield_ready (lua_State *L, lua_KContext ctx, lua_KFunction k) { return lua_yieldk(L, 0, ctx, k); }
 
 static void task_end (sched_task *t) {
   lua_State *L = S.L;
@@ -193,12 +193,14 @@ int sched_softmax_pick (const double *ep, int n, int k, uint64_t *rng, int *out)
   for (int d = 0; d < k; d++) {
     double total = 0;
     if (!stale) {
-      for (int i = 0; i < n; i++) if (!taken[i]) total += w[i];
+      for (int i = 0; i < n; i++)
+        if (!taken[i]) total += w[i];
       stale = !(total > 0); /* everything left underflowed: rebase on their max */
     }
     if (stale) {
       double max = -HUGE_VAL;
-      for (int i = 0; i < n; i++) if (!taken[i] && ep[i] > max) max = ep[i];
+      for (int i = 0; i < n; i++)
+        if (!taken[i] && ep[i] > max) max = ep[i];
       total = 0;
       for (int i = 0; i < n; i++) {
         w[i] = taken[i] ? 0 : exp(ep[i] - max);
@@ -285,8 +287,10 @@ static int dispatch_pass (void) {
     lua_remove(L, -2);
     lua_pushstring(L, S.node_id);
     if (!db_call("dispatch", 2)) continue;
-    if (lua_istable(L, -1)) lua_rawseti(L, runs, ++claimed);
-    else lua_pop(L, 1); /* claimed elsewhere, or blocked by a resource */
+    if (lua_istable(L, -1))
+      lua_rawseti(L, runs, ++claimed);
+    else
+      lua_pop(L, 1); /* claimed elsewhere, or blocked by a resource */
   }
   if (!db_call("commit", 0)) {
     if (db_call("rollback", 0)) lua_pop(L, 1);
@@ -473,8 +477,10 @@ static int l_sched_start (lua_State *L) {
   snprintf(S.node_id, sizeof S.node_id, "%s", luaL_checkstring(L, -1));
   lua_getfield(L, 3, "slots");
   S.slots = (int)luaL_optinteger(L, -1, 64);
-  if (lua_getfield(L, 3, "seed") != LUA_TNIL) S.rng = seed_arg(L, -1);
-  else S.rng = (uint64_t)sched_now_ms() ^ ((uint64_t)(uintptr_t)&S << 16);
+  if (lua_getfield(L, 3, "seed") != LUA_TNIL)
+    S.rng = seed_arg(L, -1);
+  else
+    S.rng = (uint64_t)sched_now_ms() ^ ((uint64_t)(uintptr_t)&S << 16);
   lua_pop(L, 3);
   if (S.slots < 1) return luaL_argerror(L, 3, "slots must be at least 1");
   lua_pushvalue(L, 1);
@@ -572,11 +578,10 @@ static int l_sched_select (lua_State *L) {
 
 int sched_luaopen (lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"spawn", l_sched_spawn}, {"sleep", l_sched_sleep}, {"in_coroutine", l_sched_in_coroutine},
-    {"start", l_sched_start}, {"wake", l_sched_wake},   {"running", l_sched_running},
-    {"park", l_sched_park},   {"unpark", l_sched_unpark}, {"parked", l_sched_parked},
-    {"seed", l_sched_seed},   {"select", l_sched_select},
-    {NULL, NULL},
+      {"spawn", l_sched_spawn}, {"sleep", l_sched_sleep},   {"in_coroutine", l_sched_in_coroutine},
+      {"start", l_sched_start}, {"wake", l_sched_wake},     {"running", l_sched_running},
+      {"park", l_sched_park},   {"unpark", l_sched_unpark}, {"parked", l_sched_parked},
+      {"seed", l_sched_seed},   {"select", l_sched_select}, {NULL, NULL},
   };
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   S.L = lua_tothread(L, -1);

@@ -33,9 +33,7 @@ void *store_grow (store_t *s, void *v, size_t *cap, size_t n, size_t size) {
   return bigger;
 }
 
-int store_fail_sql (store_t *s) {
-  return store_failf(s, "store: %s", s->drv->errmsg(s));
-}
+int store_fail_sql (store_t *s) { return store_failf(s, "store: %s", s->drv->errmsg(s)); }
 
 int store_push_fail (store_t *s, lua_State *L) {
   lua_pushnil(L);
@@ -95,8 +93,10 @@ int store_exec_q (store_t *s, store_q *q) {
 int64_t store_changes (store_t *s) { return s->drv->changes(s); }
 
 void store_bind_text (store_t *s, store_q *q, int i, const char *v) {
-  if (v) s->drv->bind_text(q->st, i, v, strlen(v));
-  else s->drv->bind_null(q->st, i);
+  if (v)
+    s->drv->bind_text(q->st, i, v, strlen(v));
+  else
+    s->drv->bind_null(q->st, i);
 }
 
 void store_bind_ltext (store_t *s, store_q *q, int i, const char *v, size_t n) {
@@ -136,12 +136,14 @@ enum { KIND_PLAIN, KIND_JSON, KIND_BOOL };
  * every table: the data model gives each name one meaning. */
 static int col_kind (const char *name) {
   static const char *const json_cols[] = {
-    "config", "data", "definition", "event_types", "executor_tags", "includes", "inline_schema",
-    "limits", "metadata", "model_constraints", "output_events", "payload", "pending", "required_tags",
-    "resources", "result", "return_schema", "schema", "scope_log", "snapshot", "spent", "trace_meta",
+      "config",        "data",          "definition", "event_types",   "executor_tags",
+      "includes",      "inline_schema", "limits",     "metadata",      "model_constraints",
+      "output_events", "payload",       "pending",    "required_tags", "resources",
+      "result",        "return_schema", "schema",     "scope_log",     "snapshot",
+      "spent",         "trace_meta",
   };
   static const char *const bool_cols[] = {
-    "auto_close", "clear_context", "enabled", "is_active", "preemptible", "read_only", "tty",
+      "auto_close", "clear_context", "enabled", "is_active", "preemptible", "read_only", "tty",
   };
   for (size_t i = 0; i < sizeof json_cols / sizeof json_cols[0]; i++)
     if (strcmp(name, json_cols[i]) == 0) return KIND_JSON;
@@ -169,23 +171,27 @@ void store_push_row (store_t *s, lua_State *L, store_q *q) {
     if (t == STORE_TNULL) continue;
     const char *name = s->drv->column_name(q->st, i);
     switch (t) {
-      case STORE_TINT: {
-        int64_t v = s->drv->column_int(q->st, i);
-        if (q->kinds[i] == KIND_BOOL) lua_pushboolean(L, v != 0);
-        else lua_pushinteger(L, (lua_Integer)v);
-        break;
+    case STORE_TINT: {
+      int64_t v = s->drv->column_int(q->st, i);
+      if (q->kinds[i] == KIND_BOOL)
+        lua_pushboolean(L, v != 0);
+      else
+        lua_pushinteger(L, (lua_Integer)v);
+      break;
+    }
+    case STORE_TFLOAT:
+      lua_pushnumber(L, (lua_Number)s->drv->column_float(q->st, i));
+      break;
+    default: {
+      size_t n;
+      const char *v = s->drv->column_text(q->st, i, &n);
+      if (q->kinds[i] == KIND_JSON && !json_decode(L, v, n)) {
+        lua_pop(L, 1); /* not JSON after all: hand back the text rather than lose it */
+        lua_pushlstring(L, v, n);
+      } else if (q->kinds[i] != KIND_JSON) {
+        lua_pushlstring(L, v, n);
       }
-      case STORE_TFLOAT: lua_pushnumber(L, (lua_Number)s->drv->column_float(q->st, i)); break;
-      default: {
-        size_t n;
-        const char *v = s->drv->column_text(q->st, i, &n);
-        if (q->kinds[i] == KIND_JSON && !json_decode(L, v, n)) {
-          lua_pop(L, 1); /* not JSON after all: hand back the text rather than lose it */
-          lua_pushlstring(L, v, n);
-        } else if (q->kinds[i] != KIND_JSON) {
-          lua_pushlstring(L, v, n);
-        }
-      }
+    }
     }
     lua_setfield(L, -2, name);
   }
@@ -222,16 +228,16 @@ int store_push_one (store_t *s, lua_State *L, store_q *q) {
 
 /* Savepoint statements by depth (cached like every other statement). */
 static const char *const sp_begin[] = {
-  "SAVEPOINT s1", "SAVEPOINT s2", "SAVEPOINT s3", "SAVEPOINT s4",
-  "SAVEPOINT s5", "SAVEPOINT s6", "SAVEPOINT s7", "SAVEPOINT s8",
+    "SAVEPOINT s1", "SAVEPOINT s2", "SAVEPOINT s3", "SAVEPOINT s4",
+    "SAVEPOINT s5", "SAVEPOINT s6", "SAVEPOINT s7", "SAVEPOINT s8",
 };
 static const char *const sp_release[] = {
-  "RELEASE s1", "RELEASE s2", "RELEASE s3", "RELEASE s4",
-  "RELEASE s5", "RELEASE s6", "RELEASE s7", "RELEASE s8",
+    "RELEASE s1", "RELEASE s2", "RELEASE s3", "RELEASE s4",
+    "RELEASE s5", "RELEASE s6", "RELEASE s7", "RELEASE s8",
 };
 static const char *const sp_rollback[] = {
-  "ROLLBACK TO s1", "ROLLBACK TO s2", "ROLLBACK TO s3", "ROLLBACK TO s4",
-  "ROLLBACK TO s5", "ROLLBACK TO s6", "ROLLBACK TO s7", "ROLLBACK TO s8",
+    "ROLLBACK TO s1", "ROLLBACK TO s2", "ROLLBACK TO s3", "ROLLBACK TO s4",
+    "ROLLBACK TO s5", "ROLLBACK TO s6", "ROLLBACK TO s7", "ROLLBACK TO s8",
 };
 #define NSP ((int)(sizeof sp_begin / sizeof sp_begin[0]))
 
@@ -380,8 +386,8 @@ void store_ts_add_ms (const char *ts, int64_t ms, char out[STORE_TS_LEN + 1]) {
   struct tm tm;
   memset(&tm, 0, sizeof tm);
   int msec = 0;
-  sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-         &tm.tm_min, &tm.tm_sec, &msec);
+  sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+         &tm.tm_sec, &msec);
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   int64_t total = (int64_t)timegm(&tm) * 1000 + msec + ms;
@@ -496,8 +502,7 @@ int64_t store_epoch (store_t *s) {
 int store_json (store_t *s, lua_State *L, int idx, const char *what) {
   char err[256];
   s->jb.len = 0;
-  if (json_encode(L, idx, &s->jb, 0, err, sizeof err) < 0)
-    return store_failf(s, "%s: %s", what, err);
+  if (json_encode(L, idx, &s->jb, 0, err, sizeof err) < 0) return store_failf(s, "%s: %s", what, err);
   return 0;
 }
 
@@ -509,7 +514,8 @@ int store_json_add (store_t *s, lua_State *L, int idx, const char *what, size_t 
   return 0;
 }
 
-#define PROC_COLS "SELECT id, status, mode, epoch, retry_count, max_retries, retry_backoff_ms, " \
+#define PROC_COLS                                                                \
+  "SELECT id, status, mode, epoch, retry_count, max_retries, retry_backoff_ms, " \
   "CASE WHEN resources = '[]' THEN 0 ELSE 1 END, parent_process FROM process "
 
 static int proc_row (store_t *s, store_q *q, store_proc *p) {
@@ -560,7 +566,7 @@ int store_proc_find (store_t *s, const char *v, store_proc *p) {
 }
 
 int store_valid_status (const char *status) {
-  static const char *const all[] = {"waiting", "runnable", "running", "blocked",
+  static const char *const all[] = {"waiting",   "runnable",  "running", "blocked",
                                     "suspended", "completed", "disabled"};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (strcmp(status, all[i]) == 0) return 1;
@@ -572,9 +578,9 @@ int store_proc_set (store_t *s, const store_proc *p, const char *status, const c
   int to_runnable = strcmp(status, "runnable") == 0;
   int was_runnable = strcmp(p->status, "runnable") == 0;
   /* runnable keeps an existing runnable_since (or starts it); anything else clears it. */
-  store_q *q = store_q_get(s,
-    "UPDATE process SET status = ?, runnable_since = CASE WHEN ? = 1 THEN COALESCE(runnable_since, ?) "
-    "ELSE NULL END, retry_at = ?, retry_count = ?, updated_at = ? WHERE id = ?");
+  store_q *q = store_q_get(
+      s, "UPDATE process SET status = ?, runnable_since = CASE WHEN ? = 1 THEN COALESCE(runnable_since, ?) "
+         "ELSE NULL END, retry_at = ?, retry_count = ?, updated_at = ? WHERE id = ?");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, status);
   store_bind_int(s, q, 2, to_runnable);
@@ -657,8 +663,10 @@ int store_m_meta_get (store_t *s, lua_State *L, const char *key) {
   if (rc == STORE_ROW) {
     size_t n;
     const char *v = store_col_text(s, q, 0, &n);
-    if (v) lua_pushlstring(L, v, n);
-    else lua_pushnil(L);
+    if (v)
+      lua_pushlstring(L, v, n);
+    else
+      lua_pushnil(L);
   }
   store_reset(s, q);
   if (rc == STORE_ERR) return store_push_fail(s, L);
@@ -669,10 +677,12 @@ int store_m_meta_get (store_t *s, lua_State *L, const char *key) {
 int store_m_meta_set (store_t *s, lua_State *L, const char *key, const char *value) {
   char now[STORE_TS_LEN + 1];
   store_now(s, now);
-  store_q *q = value
-    ? store_q_get(s, "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
-    : store_q_get(s, "DELETE FROM meta WHERE key = ?");
+  store_q *q =
+      value
+          ? store_q_get(
+                s, "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
+          : store_q_get(s, "DELETE FROM meta WHERE key = ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, key);
   if (value) {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHANNEL_COLS \
+#define CHANNEL_COLS                                                                                   \
   "SELECT id, name, owner, schema_id, inline_schema, channel_type, auto_close, closed_at, created_at " \
   "FROM channel "
 
@@ -45,7 +45,8 @@ int store_m_channel_create (store_t *s, lua_State *L, const char *name, int t) {
     if (!inline_schema) {
       lua_pop(L, 1);
       lua_getfield(L, t, "inline_schema");
-      if (lua_istable(L, -1)) inline_schema = 1;
+      if (lua_istable(L, -1))
+        inline_schema = 1;
       else if (!lua_isnil(L, -1))
         return luaL_error(L, "channel_create: bad field 'inline_schema' (table expected, got %s)",
                           luaL_typename(L, -1));
@@ -91,17 +92,20 @@ int store_m_channel_create (store_t *s, lua_State *L, const char *name, int t) {
         goto fail;
       }
     }
-    store_q *q = store_q_get(s,
-      "INSERT INTO channel (id, name, owner, schema_id, inline_schema, channel_type, auto_close, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    store_q *q = store_q_get(
+        s,
+        "INSERT INTO channel (id, name, owner, schema_id, inline_schema, channel_type, auto_close, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (q == NULL) goto fail;
     store_uuid(s, id);
     store_bind_text(s, q, 1, id);
     store_bind_text(s, q, 2, name);
     store_bind_text(s, q, 3, owner ? p.id : NULL);
     store_bind_text(s, q, 4, schema_name ? schema_id : NULL);
-    if (inline_schema) store_bind_ltext(s, q, 5, s->jb.data, s->jb.len);
-    else store_bind_null(s, q, 5);
+    if (inline_schema)
+      store_bind_ltext(s, q, 5, s->jb.data, s->jb.len);
+    else
+      store_bind_null(s, q, 5);
     store_bind_text(s, q, 6, type);
     store_bind_int(s, q, 7, auto_close);
     store_bind_text(s, q, 8, now);
@@ -126,7 +130,8 @@ int store_m_channel_close (store_t *s, lua_State *L, const char *name, const cha
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, name);
   int rc = store_step(s, q);
-  int owner = rc == STORE_ROW && store_col_text(s, q, 0, NULL) && strcmp(store_col_text(s, q, 0, NULL), p.id) == 0;
+  int owner =
+      rc == STORE_ROW && store_col_text(s, q, 0, NULL) && strcmp(store_col_text(s, q, 0, NULL), p.id) == 0;
   store_reset(s, q);
   if (rc == STORE_ERR) goto fail;
   if (rc == STORE_DONE) {
@@ -167,9 +172,10 @@ int store_m_schema_upsert (store_t *s, lua_State *L, const char *name, int def) 
   store_id id;
   store_now(s, now);
   store_uuid(s, id);
-  store_q *q = store_q_get(s,
-    "INSERT INTO schema (id, name, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at");
+  store_q *q = store_q_get(
+      s,
+      "INSERT INTO schema (id, name, definition, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+      "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, name);
@@ -258,9 +264,9 @@ int store_handler_gen_bump (store_t *s) {
   char now[STORE_TS_LEN + 1];
   store_uuid(s, gen);
   store_now(s, now);
-  store_q *q = store_q_get(s,
-    "INSERT INTO meta (key, value, updated_at) VALUES ('handler_gen', ?, ?) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
+  store_q *q = store_q_get(
+      s, "INSERT INTO meta (key, value, updated_at) VALUES ('handler_gen', ?, ?) "
+         "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, gen);
   store_bind_text(s, q, 2, now);
@@ -280,8 +286,10 @@ static int pattern_load (store_t *s) {
   store_q *q = store_q_get(s, "SELECT value FROM meta WHERE key = 'handler_gen'");
   if (q == NULL) return -1;
   int rc = store_step(s, q);
-  if (rc == STORE_ROW) store_col_copy(s, q, 0, gen, sizeof gen);
-  else gen[0] = '\0';
+  if (rc == STORE_ROW)
+    store_col_copy(s, q, 0, gen, sizeof gen);
+  else
+    gen[0] = '\0';
   store_reset(s, q);
   if (rc == STORE_ERR) return -1;
   if (s->ph_loaded && strcmp(gen, s->ph_gen) == 0) return 0;
@@ -357,9 +365,9 @@ static int rcpt_add (store_t *s, const char *pid, const char *status, int waits)
 
 static int insert_delivery (store_t *s, const char *mid, const char *hid, const char *pid, int pending,
                             const char *trace, int64_t epoch, const char *now) {
-  store_q *q = store_q_get(s,
-    "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)");
+  store_q *q =
+      store_q_get(s, "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, mid);
   store_bind_text(s, q, 2, hid);
@@ -385,9 +393,9 @@ static int predicate_match (store_t *s, const char *hid, const char *src, const 
 }
 
 static int proc_state (store_t *s, const char *pid, char status[16], int *waits) {
-  store_q *q = store_q_get(s,
-    "SELECT p.status, CASE WHEN EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id "
-    "AND w.status = 'pending') THEN 1 ELSE 0 END FROM process p WHERE p.id = ?");
+  store_q *q = store_q_get(
+      s, "SELECT p.status, CASE WHEN EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id "
+         "AND w.status = 'pending') THEN 1 ELSE 0 END FROM process p WHERE p.id = ?");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, pid);
   int rc = store_step(s, q);
@@ -410,10 +418,11 @@ static int proc_state (store_t *s, const char *pid, char status[16], int *waits)
  * (a parked lua run, or the suspended run of an llm process), so it does not
  * wake the process again once that run is over. */
 static int consume_delivery (store_t *s, const char *mid, const char *pid) {
-  store_q *q = store_q_get(s,
-    "UPDATE delivery SET status = 'delivered', run = (SELECT r.id FROM run r WHERE r.process = ? "
-    "AND (r.status = 'running' OR r.status = 'suspended') ORDER BY r.created_at DESC, r.id DESC LIMIT 1) "
-    "WHERE message = ? AND process = ? AND status = 'pending'");
+  store_q *q = store_q_get(
+      s,
+      "UPDATE delivery SET status = 'delivered', run = (SELECT r.id FROM run r WHERE r.process = ? "
+      "AND (r.status = 'running' OR r.status = 'suspended') ORDER BY r.created_at DESC, r.id DESC LIMIT 1) "
+      "WHERE message = ? AND process = ? AND status = 'pending'");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, pid);
   store_bind_text(s, q, 2, mid);
@@ -474,9 +483,9 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   res->woken0 = s->nwoken;
   s->nrcpt = 0;
   /* The channel, its closed state and its schema (inline or registered). */
-  store_q *q = store_q_get(s,
-    "SELECT c.id, c.closed_at, COALESCE(c.inline_schema, sc.definition) FROM channel c "
-    "LEFT JOIN schema sc ON sc.id = c.schema_id WHERE c.name = ?");
+  store_q *q =
+      store_q_get(s, "SELECT c.id, c.closed_at, COALESCE(c.inline_schema, sc.definition) FROM channel c "
+                     "LEFT JOIN schema sc ON sc.id = c.schema_id WHERE c.name = ?");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, a->channel);
   int rc = store_step(s, q);
@@ -516,9 +525,9 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
       return 0;
     }
   }
-  q = store_q_get(s,
-    "INSERT INTO channel_message (id, channel, sender_process, sender_run_id, payload, idempotency_key, "
-    "trace_id, trace_meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  q = store_q_get(
+      s, "INSERT INTO channel_message (id, channel, sender_process, sender_run_id, payload, idempotency_key, "
+         "trace_id, trace_meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (q == NULL) return -1;
   store_uuid(s, res->id);
   store_bind_text(s, q, 1, res->id);
@@ -528,8 +537,10 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   store_bind_ltext(s, q, 5, a->payload, a->plen);
   store_bind_text(s, q, 6, a->idem);
   store_bind_text(s, q, 7, a->trace_id);
-  if (a->trace_meta) store_bind_ltext(s, q, 8, a->trace_meta, a->tlen);
-  else store_bind_null(s, q, 8);
+  if (a->trace_meta)
+    store_bind_ltext(s, q, 8, a->trace_meta, a->tlen);
+  else
+    store_bind_null(s, q, 8);
   store_bind_text(s, q, 9, now);
   if (store_exec_q(s, q) < 0) return -1;
 
@@ -538,9 +549,9 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   pred_h *preds = NULL;
   size_t npreds = 0, cappreds = 0;
   q = store_q_get(s,
-    "SELECT h.id, h.process, h.epoch, h.predicate, p.status, CASE WHEN EXISTS (SELECT 1 FROM "
-    "wait_condition w WHERE w.process = p.id AND w.status = 'pending') THEN 1 ELSE 0 END "
-    "FROM handler h JOIN process p ON p.id = h.process WHERE h.channel = ? AND h.enabled = 1");
+                  "SELECT h.id, h.process, h.epoch, h.predicate, p.status, CASE WHEN EXISTS (SELECT 1 FROM "
+                  "wait_condition w WHERE w.process = p.id AND w.status = 'pending') THEN 1 ELSE 0 END "
+                  "FROM handler h JOIN process p ON p.id = h.process WHERE h.channel = ? AND h.enabled = 1");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, chan);
   while ((rc = store_step(s, q)) == STORE_ROW) {
@@ -585,10 +596,12 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   store_reset(s, q);
   for (size_t i = 0; i < npreds && rc != STORE_ERR; i++) {
     int m = predicate_match(s, preds[i].id, preds[i].predicate, a->payload, a->plen);
-    if (m < 0 || insert_delivery(s, res->id, preds[i].id, preds[i].process, m, a->trace_id, preds[i].epoch, now) < 0 ||
+    if (m < 0 ||
+        insert_delivery(s, res->id, preds[i].id, preds[i].process, m, a->trace_id, preds[i].epoch, now) < 0 ||
         (m && rcpt_add(s, preds[i].process, preds[i].status, preds[i].waits) < 0))
       rc = STORE_ERR;
-    else res->deliveries += m;
+    else
+      res->deliveries += m;
   }
   for (size_t i = 0; i < npreds; i++) free(preds[i].predicate);
   free(preds);
@@ -679,15 +692,14 @@ int store_m_messages (store_t *s, lua_State *L, const char *channel, int t) {
   const char *since = store_opt_string(L, t, "since", NULL);
   store_id chan;
   if (store_chan_find(s, channel, chan) <= 0) return store_push_fail(s, L);
-#define MESSAGE_COLS \
-  "SELECT m.id AS id, c.name AS channel, m.sender_process AS sender_process, " \
+#define MESSAGE_COLS                                                                               \
+  "SELECT m.id AS id, c.name AS channel, m.sender_process AS sender_process, "                     \
   "m.sender_run_id AS sender_run_id, m.payload AS payload, m.idempotency_key AS idempotency_key, " \
-  "m.trace_id AS trace_id, m.trace_meta AS trace_meta, m.created_at AS created_at " \
+  "m.trace_id AS trace_id, m.trace_meta AS trace_meta, m.created_at AS created_at "                \
   "FROM channel_message m JOIN channel c ON c.id = m.channel WHERE m.channel = ? "
   /* Newest first; with since, a cursor: strictly newer, oldest first. */
-  store_q *q = since
-    ? store_q_get(s, MESSAGE_COLS "AND m.created_at > ? ORDER BY m.created_at, m.id LIMIT ?")
-    : store_q_get(s, MESSAGE_COLS "ORDER BY m.created_at DESC, m.id DESC LIMIT ?");
+  store_q *q = since ? store_q_get(s, MESSAGE_COLS "AND m.created_at > ? ORDER BY m.created_at, m.id LIMIT ?")
+                     : store_q_get(s, MESSAGE_COLS "ORDER BY m.created_at DESC, m.id DESC LIMIT ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, chan);
   if (since) store_bind_text(s, q, 2, since);
@@ -698,9 +710,9 @@ int store_m_messages (store_t *s, lua_State *L, const char *channel, int t) {
 
 /* {============ handlers */
 
-#define HANDLER_COLS \
+#define HANDLER_COLS                                                                                           \
   "SELECT h.id AS id, h.process AS process, COALESCE(c.name, h.pattern) AS channel, h.channel AS channel_id, " \
-  "h.pattern AS pattern, h.predicate AS predicate, h.enabled AS enabled, h.epoch AS epoch, " \
+  "h.pattern AS pattern, h.predicate AS predicate, h.enabled AS enabled, h.epoch AS epoch, "                   \
   "h.last_error AS last_error, h.created_at AS created_at FROM handler h LEFT JOIN channel c ON c.id = h.channel "
 
 /* A channel name with * or ? is a glob pattern over channel names (fnmatch). */
@@ -717,13 +729,16 @@ int store_m_handler_add (store_t *s, lua_State *L, const char *process, const ch
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
   if (store_proc_find(s, process, &p) <= 0 || (!pattern && store_chan_find(s, channel, chan) <= 0)) goto fail;
   /* Idempotent per (process, channel or pattern): re-enables, sets the predicate. */
-  store_q *q = pattern
-    ? store_q_get(s, "INSERT INTO handler (id, process, pattern, predicate, enabled, epoch, created_at) "
-                     "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (pattern, process) WHERE pattern IS NOT NULL "
-                     "DO UPDATE SET enabled = 1, predicate = excluded.predicate, last_error = NULL")
-    : store_q_get(s, "INSERT INTO handler (id, process, channel, predicate, enabled, epoch, created_at) "
-                     "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (process, channel) "
-                     "DO UPDATE SET enabled = 1, predicate = excluded.predicate, last_error = NULL");
+  store_q *q =
+      pattern
+          ? store_q_get(
+                s, "INSERT INTO handler (id, process, pattern, predicate, enabled, epoch, created_at) "
+                   "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (pattern, process) WHERE pattern IS NOT NULL "
+                   "DO UPDATE SET enabled = 1, predicate = excluded.predicate, last_error = NULL")
+          : store_q_get(s,
+                        "INSERT INTO handler (id, process, channel, predicate, enabled, epoch, created_at) "
+                        "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (process, channel) "
+                        "DO UPDATE SET enabled = 1, predicate = excluded.predicate, last_error = NULL");
   if (q == NULL) goto fail;
   store_uuid(s, id);
   store_bind_text(s, q, 1, id);

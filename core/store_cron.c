@@ -20,7 +20,8 @@ typedef struct cron_expr {
 static const struct {
   const char *name;
   int lo, hi;
-} fields[5] = {{"minute", 0, 59}, {"hour", 0, 23}, {"day of month", 1, 31}, {"month", 1, 12}, {"weekday", 0, 7}};
+} fields[5] = {
+    {"minute", 0, 59}, {"hour", 0, 23}, {"day of month", 1, 31}, {"month", 1, 12}, {"weekday", 0, 7}};
 
 static int num (const char **p, int *v) {
   if (!isdigit((unsigned char)**p)) return -1;
@@ -100,7 +101,8 @@ static int cron_match (const cron_expr *e, const struct tm *tm) {
   return dom || dow;
 }
 
-#define CRON_COLS "SELECT id, expression, channel_name, channel_name AS channel, payload, enabled, last_run, " \
+#define CRON_COLS                                                                              \
+  "SELECT id, expression, channel_name, channel_name AS channel, payload, enabled, last_run, " \
   "last_fired_minute, created_at FROM cron "
 
 int store_m_cron_add (store_t *s, lua_State *L, int t) {
@@ -132,9 +134,10 @@ int store_m_cron_add (store_t *s, lua_State *L, int t) {
   store_id id;
   store_now(s, now);
   store_uuid(s, id);
-  store_q *q = store_q_get(s,
-    "INSERT INTO cron (id, expression, channel_name, payload, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (expression, channel_name) DO UPDATE SET payload = excluded.payload, enabled = excluded.enabled");
+  store_q *q = store_q_get(
+      s,
+      "INSERT INTO cron (id, expression, channel_name, payload, enabled, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+      "ON CONFLICT (expression, channel_name) DO UPDATE SET payload = excluded.payload, enabled = excluded.enabled");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, expr);
@@ -224,8 +227,9 @@ static int tick (store_t *s, lua_State *L, const char *key, const char *stamp, c
   if (rc == STORE_ERR) return -1;
   if (!due) return 0;
   if (post(s, L, channel, "{}", 2, now) < 0) return -1;
-  q = store_q_get(s, "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
+  q = store_q_get(s,
+                  "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
+                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, key);
   store_bind_text(s, q, 2, stamp);

@@ -68,9 +68,10 @@ static void push_write_result (lua_State *L, const char *id, const char *key, in
 static int insert_version (store_t *s, const char *file_id, int64_t version, const char *content, size_t n,
                            const char *source, int read_only, const char *run_id, const char *now) {
   store_id id;
-  store_q *q = store_q_get(s,
-    "INSERT INTO file_version (id, file_id, version, content, source, read_only, run_id, size, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  store_q *q = store_q_get(
+      s,
+      "INSERT INTO file_version (id, file_id, version, content, source, read_only, run_id, size, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (q == NULL) return -1;
   store_uuid(s, id);
   store_bind_text(s, q, 1, id);
@@ -110,9 +111,10 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
   int created = 0, changed = 1;
   store_now(s, now);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
-  store_q *q = store_q_get(s,
-    "SELECT f.id, f.version, v.content, (SELECT MAX(version) FROM file_version WHERE file_id = f.id) "
-    "FROM file f LEFT JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
+  store_q *q = store_q_get(
+      s,
+      "SELECT f.id, f.version, v.content, (SELECT MAX(version) FROM file_version WHERE file_id = f.id) "
+      "FROM file f LEFT JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, key);
   int rc = store_step(s, q);
@@ -132,8 +134,8 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
   }
   store_reset(s, q);
   if (created) {
-    q = store_q_get(s,
-      "INSERT INTO file (id, key, version, includes, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?)");
+    q = store_q_get(
+        s, "INSERT INTO file (id, key, version, includes, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?)");
     if (q == NULL) goto fail;
     store_uuid(s, file_id);
     store_bind_text(s, q, 1, file_id);
@@ -151,7 +153,8 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
     store_bind_text(s, q, 4, file_id);
     if (store_exec_q(s, q) < 0) goto fail;
   }
-  if (changed && insert_version(s, file_id, version, content, n, source, read_only, run_id, now) < 0) goto fail;
+  if (changed && insert_version(s, file_id, version, content, n, source, read_only, run_id, now) < 0)
+    goto fail;
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   push_write_result(L, file_id, key, version, created, changed);
   return 1;
@@ -161,11 +164,11 @@ fail:
 }
 
 int store_m_file_get (store_t *s, lua_State *L, const char *key) {
-  store_q *q = store_q_get(s,
-    "SELECT f.id AS id, f.key AS key, f.includes AS includes, f.created_at AS created_at, "
-    "f.updated_at AS updated_at, v.version AS version, v.content AS content, v.source AS source, "
-    "v.read_only AS read_only, v.run_id AS run_id, v.size AS size, v.created_at AS version_created_at "
-    "FROM file f JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
+  store_q *q = store_q_get(
+      s, "SELECT f.id AS id, f.key AS key, f.includes AS includes, f.created_at AS created_at, "
+         "f.updated_at AS updated_at, v.version AS version, v.content AS content, v.source AS source, "
+         "v.read_only AS read_only, v.run_id AS run_id, v.size AS size, v.created_at AS version_created_at "
+         "FROM file f JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, key);
   int r = store_push_one(s, L, q);
@@ -195,7 +198,7 @@ int store_m_file_list (store_t *s, lua_State *L, int t) {
   } else if (plen >= sizeof upper) {
     return luaL_error(L, "file_list: prefix too long");
   }
-#define FILE_LIST_COLS \
+#define FILE_LIST_COLS                                                                     \
   "SELECT f.key AS key, v.version AS version, f.updated_at AS updated_at, v.size AS size " \
   "FROM file f JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key >= ? "
   store_q *q = bounded ? store_q_get(s, FILE_LIST_COLS "AND f.key < ? ORDER BY f.key LIMIT ?")
@@ -222,11 +225,11 @@ int store_m_file_history (store_t *s, lua_State *L, const char *key) {
     return store_push_fail(s, L);
   }
   /* is_active: the version the file points at (exactly one). */
-  q = store_q_get(s,
-    "SELECT v.id AS id, v.version AS version, v.content AS content, v.source AS source, "
-    "v.read_only AS read_only, v.version = f.version AS is_active, v.run_id AS run_id, v.size AS size, "
-    "v.created_at AS created_at FROM file_version v JOIN file f ON f.id = v.file_id "
-    "WHERE v.file_id = ? ORDER BY v.version");
+  q = store_q_get(
+      s, "SELECT v.id AS id, v.version AS version, v.content AS content, v.source AS source, "
+         "v.read_only AS read_only, v.version = f.version AS is_active, v.run_id AS run_id, v.size AS size, "
+         "v.created_at AS created_at FROM file_version v JOIN file f ON f.id = v.file_id "
+         "WHERE v.file_id = ? ORDER BY v.version");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, file_id);
   if (store_push_rows(s, L, q) < 0) return store_push_fail(s, L);

@@ -14,8 +14,8 @@
 
 /* {============ driver interface */
 
-enum { STORE_DONE = 0, STORE_ROW = 1, STORE_ERR = -1 };           /* step results */
-enum { STORE_TNULL, STORE_TINT, STORE_TFLOAT, STORE_TTEXT };      /* column types */
+enum { STORE_DONE = 0, STORE_ROW = 1, STORE_ERR = -1 };      /* step results */
+enum { STORE_TNULL, STORE_TINT, STORE_TFLOAT, STORE_TTEXT }; /* column types */
 
 typedef struct store_stmt store_stmt; /* a driver's prepared statement */
 
@@ -40,7 +40,7 @@ typedef struct store_driver {
   int64_t (*column_int)(store_stmt *st, int i);
   double (*column_float)(store_stmt *st, int i);
   const char *(*column_text)(store_stmt *st, int i, size_t *len);
-  int64_t (*changes)(store_t *s); /* rows changed by the last statement */
+  int64_t (*changes)(store_t *s);           /* rows changed by the last statement */
   int (*exec)(store_t *s, const char *sql); /* a script of statements; 0 or -1 */
   int (*begin)(store_t *s);                 /* outermost transaction (a write lock) */
   int (*commit)(store_t *s);
@@ -55,9 +55,9 @@ extern const luaL_Reg store_obs_methods[]; /* store_obs.c: events, alerts, budge
 
 /* }============ */
 
-#define STORE_ID_LEN 36  /* a UUID in text form */
-#define STORE_TS_LEN 24  /* 2026-11-21T06:52:02.123Z */
-#define STORE_QCAP 512   /* statement cache slots (open addressing) */
+#define STORE_ID_LEN   36  /* a UUID in text form */
+#define STORE_TS_LEN   24  /* 2026-11-21T06:52:02.123Z */
+#define STORE_QCAP     512 /* statement cache slots (open addressing) */
 #define STORE_MAX_NEST 64
 
 /* One cached statement, keyed by the address of its SQL text. */
@@ -66,7 +66,7 @@ typedef struct store_q {
   store_stmt *st;
   unsigned char *kinds; /* per column: how a row value becomes Lua (computed once) */
   int ncol;
-  int active;           /* stepped and not yet reset */
+  int active; /* stepped and not yet reset */
 } store_q;
 
 typedef char store_id[STORE_ID_LEN + 1];
@@ -76,10 +76,10 @@ typedef struct store_proc {
   store_id id;
   char status[16];
   char mode[16];
-  store_id parent;     /* empty when none */
+  store_id parent; /* empty when none */
   int64_t epoch, retry_count, max_retries, retry_backoff_ms;
   int has_backoff;
-  int has_resources;   /* resources is not [] */
+  int has_resources; /* resources is not [] */
 } store_proc;
 
 /* A pattern handler, cached between sends (see store_chan.c). */
@@ -109,25 +109,25 @@ struct store {
   const store_driver *drv;
   void *db;
   store_q cache[STORE_QCAP];
-  int nactive;       /* statements stepped and not reset */
-  int depth;         /* transaction nesting */
-  int op_depth;      /* depth of the rule in progress; nonzero after a Lua error inside one */
+  int nactive;  /* statements stepped and not reset */
+  int depth;    /* transaction nesting */
+  int op_depth; /* depth of the rule in progress; nonzero after a Lua error inside one */
   size_t wake_mark[STORE_MAX_NEST + 1];
-  store_id *woken;   /* processes made runnable, called back after the outermost commit */
+  store_id *woken; /* processes made runnable, called back after the outermost commit */
   size_t nwoken, capwoken;
   int flushing;
   store_wake_fn wake;
   void *wake_ud;
   int64_t epoch;
   int epoch_known;
-  json_buf jb;       /* scratch for JSON columns */
+  json_buf jb; /* scratch for JSON columns */
   /* Pattern handlers, reloaded when meta('handler_gen') changes. */
   store_phandler *ph;
   size_t nph;
   char ph_gen[64];
   int ph_loaded;
   store_pmatch pm[STORE_PMATCH_CAP]; /* per channel name: matching entries of ph */
-  store_rcpt *rcpt;  /* recipients of the send in progress */
+  store_rcpt *rcpt;                  /* recipients of the send in progress */
   size_t nrcpt, caprcpt;
   /* Generated SQL for the tables written field by field (see store_table). */
   char *gen_sql;
@@ -147,11 +147,11 @@ struct store {
 /* The cached statement for sql (a string with static storage), reset and
  * ready to bind; NULL with s->err set when it cannot be prepared. */
 store_q *store_q_get(store_t *s, const char *sql);
-int store_step(store_t *s, store_q *q);   /* STORE_ROW / STORE_DONE / STORE_ERR (s->err) */
+int store_step(store_t *s, store_q *q); /* STORE_ROW / STORE_DONE / STORE_ERR (s->err) */
 void store_reset(store_t *s, store_q *q);
 int store_exec_q(store_t *s, store_q *q); /* step to the end and reset: 0 or -1 */
 int64_t store_changes(store_t *s);
-int store_fail_sql(store_t *s);           /* copies the driver's message to s->err, returns -1 */
+int store_fail_sql(store_t *s); /* copies the driver's message to s->err, returns -1 */
 int store_failf(store_t *s, const char *fmt, ...);
 
 /* Room for element n of a growing array v of *cap elements: returns v, or a
@@ -183,8 +183,8 @@ int store_push_one(store_t *s, lua_State *L, store_q *q);
 
 /* {============ transactions (store.c) */
 
-int store_begin(store_t *s);    /* outermost: BEGIN; nested: a savepoint */
-int store_commit(store_t *s);   /* the outermost commit runs the wake callbacks */
+int store_begin(store_t *s);  /* outermost: BEGIN; nested: a savepoint */
+int store_commit(store_t *s); /* the outermost commit runs the wake callbacks */
 int store_rollback(store_t *s);
 
 /* A rule is one transaction: op_begin, then op_commit or op_abort. If a Lua
@@ -237,21 +237,21 @@ int store_chan_find(store_t *s, const char *name, store_id id);
 /* {============ sends (store_chan.c), schemas (store_valid.c), waits (store_wait.c) */
 
 typedef struct store_send_args {
-  const char *channel;              /* by name */
-  const char *payload;              /* a JSON object; must not live in s->jb */
+  const char *channel; /* by name */
+  const char *payload; /* a JSON object; must not live in s->jb */
   size_t plen;
   const char *sender, *sender_run, *idem, *trace_id;
-  const char *trace_meta;           /* JSON or NULL; must not live in s->jb */
+  const char *trace_meta; /* JSON or NULL; must not live in s->jb */
   size_t tlen;
-  int child_exited;                 /* payload.type == "child:exited": may resolve waits */
-  int system;                       /* posted by the rules themselves: no schema or closed check */
+  int child_exited; /* payload.type == "child:exited": may resolve waits */
+  int system;       /* posted by the rules themselves: no schema or closed check */
 } store_send_args;
 
 typedef struct store_send_res {
   store_id id;
   int64_t deliveries;
   int duplicate;
-  size_t woken0;                    /* s->woken[woken0..] are the processes it woke */
+  size_t woken0; /* s->woken[woken0..] are the processes it woke */
 } store_send_res;
 
 /* The send rule inside an open transaction: the message, one delivery per
@@ -311,12 +311,12 @@ typedef struct store_col {
 } store_col;
 
 typedef struct store_val {
-  int state;       /* STORE_VABSENT, STORE_VNULL, STORE_VINT, STORE_VFLOAT, STORE_VTEXT */
+  int state; /* STORE_VABSENT, STORE_VNULL, STORE_VINT, STORE_VFLOAT, STORE_VTEXT */
   int64_t i;
   double f;
   const char *s;
   size_t n;
-  size_t jb_off;   /* JSON text lives in s->jb until every field is encoded */
+  size_t jb_off; /* JSON text lives in s->jb until every field is encoded */
   int in_jb;
 } store_val;
 

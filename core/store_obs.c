@@ -110,8 +110,9 @@ static int l_store_events (lua_State *L) {
 
 /* {============ alerts */
 
-#define ALERT_COLS "SELECT id, severity, alert_type, source, message, metadata, acknowledged_at, " \
-                   "resolved_at, created_at FROM alert "
+#define ALERT_COLS                                                                \
+  "SELECT id, severity, alert_type, source, message, metadata, acknowledged_at, " \
+  "resolved_at, created_at FROM alert "
 
 static int l_store_alert_add (lua_State *L) {
   store_t *s = obs_db(L);
@@ -134,7 +135,8 @@ static int l_store_alert_add (lua_State *L) {
   size_t mlen = 2;
   lua_getfield(L, 2, "metadata");
   if (!lua_isnil(L, -1)) {
-    if (!lua_istable(L, -1)) return luaL_error(L, "bad field 'metadata' (table expected, got %s)", luaL_typename(L, -1));
+    if (!lua_istable(L, -1))
+      return luaL_error(L, "bad field 'metadata' (table expected, got %s)", luaL_typename(L, -1));
     if (store_json(s, L, -1, "metadata") < 0) return store_push_fail(s, L);
     meta = s->jb.data;
     mlen = s->jb.len;
@@ -168,8 +170,9 @@ static int l_store_alert_list (lua_State *L) {
   int unresolved = store_opt_bool(L, t, "unresolved", 0);
   const char *type = store_opt_string(L, t, "alert_type", NULL);
   int64_t limit = store_opt_int(L, t, "limit", 100, NULL);
-  store_q *q = store_q_get(s, ALERT_COLS "WHERE (? = 0 OR resolved_at IS NULL) "
-                              "AND (? IS NULL OR alert_type = ?) ORDER BY created_at DESC, id DESC LIMIT ?");
+  store_q *q = store_q_get(s, ALERT_COLS
+                           "WHERE (? = 0 OR resolved_at IS NULL) "
+                           "AND (? IS NULL OR alert_type = ?) ORDER BY created_at DESC, id DESC LIMIT ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_int(s, q, 1, unresolved);
   store_bind_text(s, q, 2, type);
@@ -198,32 +201,32 @@ static int period_index (const char *name, const char *const *names) {
 static void period_start (const char *now, int period, char out[STORE_TS_LEN + 1]) {
   static const char midnight[] = "T00:00:00.000Z";
   switch (period) {
-    case 0: /* day */
-      memcpy(out, now, 10);
-      memcpy(out + 10, midnight, sizeof midnight);
-      break;
-    case 1: { /* week, from Monday */
-      struct tm tm;
-      memset(&tm, 0, sizeof tm);
-      sscanf(now, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday);
-      tm.tm_year -= 1900;
-      tm.tm_mon -= 1;
-      time_t day = timegm(&tm);
-      gmtime_r(&day, &tm);
-      time_t monday = day - (time_t)((tm.tm_wday + 6) % 7) * 86400;
-      gmtime_r(&monday, &tm);
-      strftime(out, STORE_TS_LEN + 1, "%Y-%m-%d", &tm);
-      memcpy(out + 10, midnight, sizeof midnight);
-      break;
-    }
-    case 2: /* month */
-      memcpy(out, now, 8);
-      memcpy(out + 8, "01", 2);
-      memcpy(out + 10, midnight, sizeof midnight);
-      break;
-    default: /* total */
-      memcpy(out, "1970-01-01", 10);
-      memcpy(out + 10, midnight, sizeof midnight);
+  case 0: /* day */
+    memcpy(out, now, 10);
+    memcpy(out + 10, midnight, sizeof midnight);
+    break;
+  case 1: { /* week, from Monday */
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    sscanf(now, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t day = timegm(&tm);
+    gmtime_r(&day, &tm);
+    time_t monday = day - (time_t)((tm.tm_wday + 6) % 7) * 86400;
+    gmtime_r(&monday, &tm);
+    strftime(out, STORE_TS_LEN + 1, "%Y-%m-%d", &tm);
+    memcpy(out + 10, midnight, sizeof midnight);
+    break;
+  }
+  case 2: /* month */
+    memcpy(out, now, 8);
+    memcpy(out + 8, "01", 2);
+    memcpy(out + 10, midnight, sizeof midnight);
+    break;
+  default: /* total */
+    memcpy(out, "1970-01-01", 10);
+    memcpy(out + 10, midnight, sizeof midnight);
   }
 }
 
@@ -235,7 +238,8 @@ static double num_field (lua_State *L, int idx, const char *field, double def) {
   return v;
 }
 
-#define BUDGET_COLS "SELECT id, scope, period, period_start, limits, spent, created_at, updated_at FROM budget "
+#define BUDGET_COLS \
+  "SELECT id, scope, period, period_start, limits, spent, created_at, updated_at FROM budget "
 
 /* Pushes the row on top of the stack as the API shows it: limits and spending
  * flattened, the period in API words, spending zero once its period passed. */
@@ -316,7 +320,8 @@ static int l_store_budget_set (lua_State *L) {
   }
   int period = period_in ? period_index(period_in, period_api) : -1;
   if (period < 0) {
-    store_failf(s, "budget period must be day, week, month or total (got %s)", period_in ? period_in : "none");
+    store_failf(s, "budget period must be day, week, month or total (got %s)",
+                period_in ? period_in : "none");
     return store_push_fail(s, L);
   }
   if (!has_tokens && !has_cost) {
@@ -332,8 +337,9 @@ static int l_store_budget_set (lua_State *L) {
   int n = 0;
   n += snprintf(limits + n, sizeof limits - n, "{");
   if (has_cost) n += snprintf(limits + n, sizeof limits - n, "\"max_cost_usd\":%.17g", max_cost);
-  if (has_tokens) n += snprintf(limits + n, sizeof limits - n, "%s\"max_tokens\":%lld", has_cost ? "," : "",
-                                (long long)max_tokens);
+  if (has_tokens)
+    n += snprintf(limits + n, sizeof limits - n, "%s\"max_tokens\":%lld", has_cost ? "," : "",
+                  (long long)max_tokens);
   snprintf(limits + n, sizeof limits - n, "}");
   store_now(s, now);
   period_start(now, period, start);
@@ -354,9 +360,10 @@ static int l_store_budget_set (lua_State *L) {
   snprintf(spent, sizeof spent, "{\"cost_usd\":%.17g,\"tokens\":%lld}", cost, (long long)tokens);
   store_id id;
   store_uuid(s, id);
-  q = store_q_get(s, "INSERT INTO budget (id, scope, period, period_start, limits, spent, created_at, updated_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, period) DO UPDATE SET "
-                     "limits = excluded.limits, updated_at = excluded.updated_at");
+  q = store_q_get(
+      s, "INSERT INTO budget (id, scope, period, period_start, limits, spent, created_at, updated_at) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, period) DO UPDATE SET "
+         "limits = excluded.limits, updated_at = excluded.updated_at");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, scope);
@@ -382,7 +389,8 @@ fail:
 
 /* The budgets that apply to a process (its own and the cogent's), or every
  * budget when process is NULL. */
-static const char sql_budgets_for[] = BUDGET_COLS "WHERE scope = 'cogent' OR scope = ? ORDER BY scope, period";
+static const char sql_budgets_for[] =
+    BUDGET_COLS "WHERE scope = 'cogent' OR scope = ? ORDER BY scope, period";
 static const char sql_budgets_all[] = BUDGET_COLS "ORDER BY scope, period";
 
 static store_q *budgets_query (store_t *s, const char *process, char *scope, size_t len) {
@@ -428,7 +436,8 @@ static int l_store_budget_charge (lua_State *L) {
     lua_rawgeti(L, base + 1, i);
     push_budget(L, now); /* spending of the current period (zero after a rollover) */
     char spent[128];
-    snprintf(spent, sizeof spent, "{\"cost_usd\":%.17g,\"tokens\":%lld}", num_field(L, -1, "cost_usd", 0) + cost,
+    snprintf(spent, sizeof spent, "{\"cost_usd\":%.17g,\"tokens\":%lld}",
+             num_field(L, -1, "cost_usd", 0) + cost,
              (long long)num_field(L, -1, "tokens", 0) + (long long)tokens);
     lua_getfield(L, -1, "period_start");
     lua_getfield(L, -2, "id");
@@ -455,12 +464,8 @@ fail:
 /* }============ */
 
 const luaL_Reg store_obs_methods[] = {
-  {"event_add", l_store_event_add},
-  {"events", l_store_events},
-  {"alert_add", l_store_alert_add},
-  {"alert_list", l_store_alert_list},
-  {"budget_set", l_store_budget_set},
-  {"budget_status", l_store_budget_status},
-  {"budget_charge", l_store_budget_charge},
-  {NULL, NULL},
+    {"event_add", l_store_event_add},         {"events", l_store_events},
+    {"alert_add", l_store_alert_add},         {"alert_list", l_store_alert_list},
+    {"budget_set", l_store_budget_set},       {"budget_status", l_store_budget_status},
+    {"budget_charge", l_store_budget_charge}, {NULL, NULL},
 };

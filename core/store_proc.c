@@ -10,11 +10,36 @@
 
 /* Column positions in store_process_table (store_table.c). */
 enum {
-  P_ID, P_EPOCH, P_NAME, P_MODE, P_CONTENT, P_PRIORITY, P_RESOURCES, P_REQUIRED_TAGS, P_EXECUTOR,
-  P_STATUS, P_RUNNABLE_SINCE, P_PARENT, P_PREEMPTIBLE, P_MODEL, P_MODEL_CONSTRAINTS,
-  P_RETURN_SCHEMA, P_IDLE_TIMEOUT_MS, P_MAX_DURATION_MS, P_MAX_RETRIES, P_RETRY_COUNT,
-  P_RETRY_BACKOFF_MS, P_RETRY_AT, P_CLEAR_CONTEXT, P_TTY, P_METADATA, P_OUTPUT_EVENTS,
-  P_SCHEMA_ID, P_CREATED_AT, P_UPDATED_AT, P__COUNT
+  P_ID,
+  P_EPOCH,
+  P_NAME,
+  P_MODE,
+  P_CONTENT,
+  P_PRIORITY,
+  P_RESOURCES,
+  P_REQUIRED_TAGS,
+  P_EXECUTOR,
+  P_STATUS,
+  P_RUNNABLE_SINCE,
+  P_PARENT,
+  P_PREEMPTIBLE,
+  P_MODEL,
+  P_MODEL_CONSTRAINTS,
+  P_RETURN_SCHEMA,
+  P_IDLE_TIMEOUT_MS,
+  P_MAX_DURATION_MS,
+  P_MAX_RETRIES,
+  P_RETRY_COUNT,
+  P_RETRY_BACKOFF_MS,
+  P_RETRY_AT,
+  P_CLEAR_CONTEXT,
+  P_TTY,
+  P_METADATA,
+  P_OUTPUT_EVENTS,
+  P_SCHEMA_ID,
+  P_CREATED_AT,
+  P_UPDATED_AT,
+  P__COUNT
 };
 
 enum { C_ID, C_NAME, C_CREATED_AT = 10, C_UPDATED_AT = 11, C__COUNT = 12 };
@@ -49,9 +74,8 @@ static int ensure_io (store_t *s, const char *pid, const char *name, size_t name
     memcpy(cname + plen, name, namelen);
     cname[plen + namelen] = '\0';
     store_id id;
-    store_q *q = store_q_get(s,
-      "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
-      "VALUES (?, ?, ?, 'implicit', 0, ?) ON CONFLICT (name) DO NOTHING");
+    store_q *q = store_q_get(s, "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
+                                "VALUES (?, ?, ?, 'implicit', 0, ?) ON CONFLICT (name) DO NOTHING");
     if (q == NULL) {
       r = -1;
       break;
@@ -65,10 +89,9 @@ static int ensure_io (store_t *s, const char *pid, const char *name, size_t name
   }
   if (r == 0) {
     store_id hid;
-    store_q *q = store_q_get(s,
-      "INSERT INTO handler (id, process, channel, enabled, epoch, created_at) "
-      "SELECT ?, ?, c.id, 1, ?, ? FROM channel c WHERE c.name = ? "
-      "ON CONFLICT (process, channel) DO UPDATE SET enabled = 1");
+    store_q *q = store_q_get(s, "INSERT INTO handler (id, process, channel, enabled, epoch, created_at) "
+                                "SELECT ?, ?, c.id, 1, ?, ? FROM channel c WHERE c.name = ? "
+                                "ON CONFLICT (process, channel) DO UPDATE SET enabled = 1");
     if (q == NULL) {
       r = -1;
     } else {
@@ -159,14 +182,17 @@ int store_m_process_upsert (store_t *s, lua_State *L, int t) {
     store_val_int(&vals[P_EPOCH], epoch);
     store_val_text(&vals[P_CREATED_AT], now);
     /* T1/T2: a one_shot starts runnable, a daemon waits for messages. */
-    if (!status_given) store_val_text(&vals[P_STATUS], val_is(&vals[P_MODE], "daemon") ? "waiting" : "runnable");
+    if (!status_given)
+      store_val_text(&vals[P_STATUS], val_is(&vals[P_MODE], "daemon") ? "waiting" : "runnable");
     store_vals_defaults(T, vals);
   }
   if (parent) store_val_text(&vals[P_PARENT], pp.id);
   if (clear_parent) store_val_text(&vals[P_PARENT], NULL);
   int runnable = val_is(&vals[P_STATUS], "runnable");
-  if (!runnable) store_val_text(&vals[P_RUNNABLE_SINCE], NULL);
-  else if (!was_runnable) store_val_text(&vals[P_RUNNABLE_SINCE], now);
+  if (!runnable)
+    store_val_text(&vals[P_RUNNABLE_SINCE], NULL);
+  else if (!was_runnable)
+    store_val_text(&vals[P_RUNNABLE_SINCE], now);
   if (status_given) store_val_text(&vals[P_RETRY_AT], NULL); /* an explicit status overrides a backoff */
   store_val_text(&vals[P_UPDATED_AT], now);
 
@@ -212,10 +238,10 @@ int store_m_process_list (store_t *s, lua_State *L, int t) {
   const char *status = store_opt_string(L, t, "status", NULL);
   int all = store_opt_bool(L, t, "all_epochs", 0);
   static const char *const sql[] = {
-    "SELECT * FROM process WHERE epoch = ? ORDER BY name",
-    "SELECT * FROM process WHERE epoch = ? AND status = ? ORDER BY name",
-    "SELECT * FROM process ORDER BY name, epoch",
-    "SELECT * FROM process WHERE status = ? ORDER BY name, epoch",
+      "SELECT * FROM process WHERE epoch = ? ORDER BY name",
+      "SELECT * FROM process WHERE epoch = ? AND status = ? ORDER BY name",
+      "SELECT * FROM process ORDER BY name, epoch",
+      "SELECT * FROM process WHERE status = ? ORDER BY name, epoch",
   };
   int64_t epoch = all ? 0 : store_epoch(s);
   if (epoch < 0) return store_push_fail(s, L);
@@ -246,8 +272,9 @@ int store_m_process_set_status (store_t *s, lua_State *L, const char *id, const 
 }
 
 /* T15: disable the process and every descendant, and resolve their waits. */
-#define TREE "WITH RECURSIVE tree (id) AS (SELECT ? UNION " \
-             "SELECT p.id FROM process p JOIN tree ON p.parent_process = tree.id) "
+#define TREE                                     \
+  "WITH RECURSIVE tree (id) AS (SELECT ? UNION " \
+  "SELECT p.id FROM process p JOIN tree ON p.parent_process = tree.id) "
 
 typedef struct gone {
   store_id id;
@@ -275,17 +302,18 @@ int store_disable_tree (store_t *s, lua_State *L, const char *pid, const char *n
   }
   store_reset(s, q);
   if (rc == STORE_ERR) goto fail;
-  q = store_q_get(s, TREE
-    "UPDATE process SET status = 'disabled', runnable_since = NULL, retry_at = NULL, updated_at = ? "
-    "WHERE id IN (SELECT id FROM tree) AND status <> 'disabled'");
+  q = store_q_get(
+      s,
+      TREE "UPDATE process SET status = 'disabled', runnable_since = NULL, retry_at = NULL, updated_at = ? "
+           "WHERE id IN (SELECT id FROM tree) AND status <> 'disabled'");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, pid);
   store_bind_text(s, q, 2, now);
   if (store_exec_q(s, q) < 0) goto fail;
   q = store_q_get(s, TREE
-    "UPDATE wait_condition SET status = 'resolved', resolved_at = ? WHERE status = 'pending' "
-    "AND (process IN (SELECT id FROM tree) OR run IN "
-    "(SELECT r.id FROM run r WHERE r.process IN (SELECT id FROM tree)))");
+                  "UPDATE wait_condition SET status = 'resolved', resolved_at = ? WHERE status = 'pending' "
+                  "AND (process IN (SELECT id FROM tree) OR run IN "
+                  "(SELECT r.id FROM run r WHERE r.process IN (SELECT id FROM tree)))");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, pid);
   store_bind_text(s, q, 2, now);
@@ -398,8 +426,8 @@ int store_m_capability_list (store_t *s, lua_State *L) {
   return 1;
 }
 
-#define GRANT_COLS \
-  "SELECT g.id AS id, g.process AS process, c.name AS capability, g.name AS name, " \
+#define GRANT_COLS                                                                          \
+  "SELECT g.id AS id, g.process AS process, c.name AS capability, g.name AS name, "         \
   "g.config AS config, g.epoch AS epoch, g.created_at AS created_at, c.enabled AS enabled " \
   "FROM process_capability g JOIN capability c ON c.id = g.capability "
 
@@ -438,9 +466,9 @@ int store_m_grant_add (store_t *s, lua_State *L, const char *process, int t) {
     goto fail;
   }
   q = store_q_get(s,
-    "INSERT INTO process_capability (id, process, capability, name, config, epoch, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (process, name) DO UPDATE SET "
-    "capability = excluded.capability, config = excluded.config");
+                  "INSERT INTO process_capability (id, process, capability, name, config, epoch, created_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (process, name) DO UPDATE SET "
+                  "capability = excluded.capability, config = excluded.config");
   if (q == NULL) goto fail;
   store_uuid(s, id);
   store_bind_text(s, q, 1, id);

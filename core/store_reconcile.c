@@ -19,10 +19,10 @@
 
 /* Missing deliveries of one handler with a predicate on one channel. */
 static int repair_judged (store_t *s, const char *hid, const char *chan, const char *now, int64_t *n) {
-  store_q *q = store_q_get(s,
-    "SELECT m.id, m.payload, m.trace_id, h.process, h.epoch, h.predicate FROM handler h "
-    "JOIN channel_message m ON m.channel = ? WHERE h.id = ? AND " AFTER_H " AND " MISSING
-    " ORDER BY m.created_at, m.id");
+  store_q *q =
+      store_q_get(s, "SELECT m.id, m.payload, m.trace_id, h.process, h.epoch, h.predicate FROM handler h "
+                     "JOIN channel_message m ON m.channel = ? WHERE h.id = ? AND " AFTER_H " AND " MISSING
+                     " ORDER BY m.created_at, m.id");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, chan);
   store_bind_text(s, q, 2, hid);
@@ -52,7 +52,8 @@ static int repair_judged (store_t *s, const char *hid, const char *chan, const c
     store_col_copy(s, q, 3, j->process, sizeof j->process);
     j->epoch = store_col_int(s, q, 4);
     const char *pred = store_col_text(s, q, 5, NULL);
-    j->match = pred ? sandbox_predicate(pred, payload ? payload : "{}", payload ? plen : 2, err, sizeof err) : 1;
+    j->match =
+        pred ? sandbox_predicate(pred, payload ? payload : "{}", payload ? plen : 2, err, sizeof err) : 1;
     if (j->match < 0) {
       j->match = 0;
       lasterr = err;
@@ -60,8 +61,9 @@ static int repair_judged (store_t *s, const char *hid, const char *chan, const c
   }
   store_reset(s, q);
   for (size_t i = 0; i < nv && rc != STORE_ERR; i++) {
-    q = store_q_get(s, "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)");
+    q = store_q_get(s,
+                    "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (q == NULL) {
       rc = STORE_ERR;
       break;
@@ -73,8 +75,10 @@ static int repair_judged (store_t *s, const char *hid, const char *chan, const c
     store_bind_text(s, q, 5, v[i].has_trace ? v[i].trace : NULL);
     store_bind_int(s, q, 6, v[i].epoch);
     store_bind_text(s, q, 7, now);
-    if (store_exec_q(s, q) < 0) rc = STORE_ERR;
-    else *n += v[i].match;
+    if (store_exec_q(s, q) < 0)
+      rc = STORE_ERR;
+    else
+      *n += v[i].match;
   }
   free(v);
   if (rc != STORE_ERR && lasterr) {
@@ -89,10 +93,10 @@ static int repair_judged (store_t *s, const char *hid, const char *chan, const c
 
 /* Missing deliveries of one pattern handler without a predicate on one channel. */
 static int repair_pattern (store_t *s, const char *hid, const char *chan, const char *now, int64_t *n) {
-  store_q *q = store_q_get(s,
-    "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
-    "SELECT m.id, h.id, h.process, 'pending', m.trace_id, h.epoch, ? FROM handler h "
-    "JOIN channel_message m ON m.channel = ? WHERE h.id = ? AND " AFTER_H " AND " MISSING);
+  store_q *q =
+      store_q_get(s, "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
+                     "SELECT m.id, h.id, h.process, 'pending', m.trace_id, h.epoch, ? FROM handler h "
+                     "JOIN channel_message m ON m.channel = ? WHERE h.id = ? AND " AFTER_H " AND " MISSING);
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, now);
   store_bind_text(s, q, 2, chan);
@@ -128,11 +132,12 @@ static int collect (store_t *s, store_q *q, ids **v, size_t *n) {
 
 /* The wake rules for the deliveries this pass created (stamped `now`). */
 static int wake_repaired (store_t *s, lua_State *L, const char *now) {
-  store_q *q = store_q_get(s,
-    "SELECT d.process, p.status, CASE WHEN EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id "
-    "AND w.status = 'pending') THEN 1 ELSE 0 END, m.sender_process, m.payload, m.id FROM delivery d "
-    "JOIN process p ON p.id = d.process JOIN channel_message m ON m.id = d.message "
-    "WHERE d.created_at = ? AND d.status = 'pending' ORDER BY m.created_at, m.id");
+  store_q *q = store_q_get(
+      s,
+      "SELECT d.process, p.status, CASE WHEN EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id "
+      "AND w.status = 'pending') THEN 1 ELSE 0 END, m.sender_process, m.payload, m.id FROM delivery d "
+      "JOIN process p ON p.id = d.process JOIN channel_message m ON m.id = d.message "
+      "WHERE d.created_at = ? AND d.status = 'pending' ORDER BY m.created_at, m.id");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, now);
   typedef struct woke {
@@ -207,11 +212,12 @@ int store_m_reconcile (store_t *s, lua_State *L) {
   int base = lua_gettop(L);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
   /* Exact handlers without a predicate: one statement for all of them. */
-  store_q *q = store_q_get(s,
-    "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
-    "SELECT m.id, h.id, h.process, 'pending', m.trace_id, h.epoch, ? FROM handler h "
-    "JOIN channel_message m ON m.channel = h.channel "
-    "WHERE h.enabled = 1 AND h.channel IS NOT NULL AND h.predicate IS NULL AND " AFTER_H " AND " MISSING);
+  store_q *q =
+      store_q_get(s, "INSERT INTO delivery (message, handler, process, status, trace_id, epoch, created_at) "
+                     "SELECT m.id, h.id, h.process, 'pending', m.trace_id, h.epoch, ? FROM handler h "
+                     "JOIN channel_message m ON m.channel = h.channel "
+                     "WHERE h.enabled = 1 AND h.channel IS NOT NULL AND h.predicate IS NULL AND " AFTER_H
+                     " AND " MISSING);
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, now);
   if (store_exec_q(s, q) < 0) goto fail;
@@ -261,7 +267,8 @@ int store_m_reconcile (store_t *s, lua_State *L) {
     store_reset(s, q);
     /* The pattern and predicate of each pattern handler. */
     for (size_t i = 0; i < npats && rc != STORE_ERR; i++) {
-      q = store_q_get(s, "SELECT pattern, CASE WHEN predicate IS NULL THEN 0 ELSE 1 END FROM handler WHERE id = ?");
+      q = store_q_get(
+          s, "SELECT pattern, CASE WHEN predicate IS NULL THEN 0 ELSE 1 END FROM handler WHERE id = ?");
       if (q == NULL) {
         rc = STORE_ERR;
         break;
@@ -277,7 +284,8 @@ int store_m_reconcile (store_t *s, lua_State *L) {
       if (rc != STORE_ROW) break;
       for (size_t c = 0; c < ncv && rc != STORE_ERR; c++) {
         if (fnmatch(pattern, cv[c].name, 0) != 0) continue;
-        int r = judged_h ? repair_judged(s, pats[i].a, cv[c].id, now, &n) : repair_pattern(s, pats[i].a, cv[c].id, now, &n);
+        int r = judged_h ? repair_judged(s, pats[i].a, cv[c].id, now, &n)
+                         : repair_pattern(s, pats[i].a, cv[c].id, now, &n);
         if (r < 0) rc = STORE_ERR;
       }
     }

@@ -39,12 +39,14 @@ static int res_used (store_t *s, const res_row *r, int64_t now_ms, double *used)
   store_q *q;
   char since[STORE_TS_LEN + 1]; /* bound: must outlive the step */
   if (r->pool) {
-    q = store_q_get(s, "SELECT COALESCE(SUM(amount), 0) FROM resource_usage WHERE resource = ? AND released_at IS NULL");
+    q = store_q_get(
+        s, "SELECT COALESCE(SUM(amount), 0) FROM resource_usage WHERE resource = ? AND released_at IS NULL");
     if (q == NULL) return -1;
     store_bind_text(s, q, 1, r->id);
   } else {
     store_ts_from_ms(r->period_ms > 0 ? now_ms - now_ms % r->period_ms : 0, since);
-    q = store_q_get(s, "SELECT COALESCE(SUM(amount), 0) FROM resource_usage WHERE resource = ? AND created_at >= ?");
+    q = store_q_get(
+        s, "SELECT COALESCE(SUM(amount), 0) FROM resource_usage WHERE resource = ? AND created_at >= ?");
     if (q == NULL) return -1;
     store_bind_text(s, q, 1, r->id);
     store_bind_text(s, q, 2, since);
@@ -78,8 +80,10 @@ int store_res_acquire (store_t *s, lua_State *L, const char *process, const char
     lua_rawgeti(L, list, i);
     const char *name = lua_tostring(L, -1);
     res_row res;
-    if (name == NULL) r = store_failf(s, "resources must be names");
-    else r = res_find(s, name, &res);
+    if (name == NULL)
+      r = store_failf(s, "resources must be names");
+    else
+      r = res_find(s, name, &res);
     double used = 0;
     if (r == 1 && res_used(s, &res, now_ms, &used) < 0) r = -1;
     if (r == 1 && used + 1 > res.capacity) {
@@ -88,8 +92,9 @@ int store_res_acquire (store_t *s, lua_State *L, const char *process, const char
     }
     if (r == 1 && run_id) {
       store_id uid;
-      q = store_q_get(s, "INSERT INTO resource_usage (id, resource, process, run, amount, created_at, released_at) "
-                         "VALUES (?, ?, ?, ?, 1, ?, ?)");
+      q = store_q_get(
+          s, "INSERT INTO resource_usage (id, resource, process, run, amount, created_at, released_at) "
+             "VALUES (?, ?, ?, ?, 1, ?, ?)");
       if (q == NULL) {
         r = -1;
       } else {
@@ -115,7 +120,8 @@ static int unblock (store_t *s, lua_State *L, int64_t now_ms, int64_t *count) {
   size_t n = 0, cap = 0;
   int64_t epoch = store_epoch(s);
   if (epoch < 0) return -1;
-  store_q *q = store_q_get(s, "SELECT id FROM process WHERE status = 'blocked' AND epoch = ? ORDER BY priority DESC, id");
+  store_q *q = store_q_get(
+      s, "SELECT id FROM process WHERE status = 'blocked' AND epoch = ? ORDER BY priority DESC, id");
   if (q == NULL) return -1;
   store_bind_int(s, q, 1, epoch);
   int rc;
@@ -138,14 +144,16 @@ static int unblock (store_t *s, lua_State *L, int64_t now_ms, int64_t *count) {
     store_proc p;
     if (store_proc_by_id(s, v[i], &p) <= 0 || store_proc_set(s, &p, "runnable", NULL, p.retry_count, now) < 0)
       rc = STORE_ERR;
-    else (*count)++;
+    else
+      (*count)++;
   }
   free(v);
   return rc == STORE_ERR ? -1 : 0;
 }
 
 int store_res_release (store_t *s, lua_State *L, const char *run_id, const char *now) {
-  store_q *q = store_q_get(s, "UPDATE resource_usage SET released_at = ? WHERE run = ? AND released_at IS NULL");
+  store_q *q =
+      store_q_get(s, "UPDATE resource_usage SET released_at = ? WHERE run = ? AND released_at IS NULL");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, now);
   store_bind_text(s, q, 2, run_id);
@@ -201,7 +209,8 @@ int store_m_resource_upsert (store_t *s, lua_State *L, int t) {
   double capacity = 1;
   if (lua_getfield(L, t, "capacity") != LUA_TNIL) {
     if (lua_type(L, -1) != LUA_TNUMBER)
-      return luaL_error(L, "resource_upsert: bad field 'capacity' (number expected, got %s)", luaL_typename(L, -1));
+      return luaL_error(L, "resource_upsert: bad field 'capacity' (number expected, got %s)",
+                        luaL_typename(L, -1));
     capacity = lua_tonumber(L, -1);
   }
   lua_pop(L, 1);
@@ -225,17 +234,20 @@ int store_m_resource_upsert (store_t *s, lua_State *L, int t) {
   store_id id;
   store_now(s, now);
   store_uuid(s, id);
-  store_q *q = store_q_get(s,
-    "INSERT INTO resource (id, name, resource_type, capacity, period_ms, metadata, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET resource_type = excluded.resource_type, "
-    "capacity = excluded.capacity, period_ms = excluded.period_ms, metadata = excluded.metadata");
+  store_q *q = store_q_get(
+      s,
+      "INSERT INTO resource (id, name, resource_type, capacity, period_ms, metadata, created_at) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET resource_type = excluded.resource_type, "
+      "capacity = excluded.capacity, period_ms = excluded.period_ms, metadata = excluded.metadata");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, name);
   store_bind_text(s, q, 3, type);
   store_bind_float(s, q, 4, capacity);
-  if (period_given) store_bind_int(s, q, 5, period);
-  else store_bind_null(s, q, 5);
+  if (period_given)
+    store_bind_int(s, q, 5, period);
+  else
+    store_bind_null(s, q, 5);
   store_bind_ltext(s, q, 6, s->jb.data, s->jb.len);
   store_bind_text(s, q, 7, now);
   if (store_exec_q(s, q) < 0) return store_push_fail(s, L);

@@ -37,13 +37,13 @@
 #include <string.h>
 #include <time.h>
 
-#define RUN_COLS \
-  "r.id AS id, r.process AS process, r.message AS message, r.conversation AS conversation, " \
+#define RUN_COLS                                                                                       \
+  "r.id AS id, r.process AS process, r.message AS message, r.conversation AS conversation, "           \
   "r.status AS status, r.tokens_in AS tokens_in, r.tokens_out AS tokens_out, r.cost_usd AS cost_usd, " \
-  "r.duration_ms AS duration_ms, r.error AS error, r.model_version AS model_version, " \
-  "r.result AS result, r.snapshot AS snapshot, r.scope_log AS scope_log, r.trace_id AS trace_id, " \
-  "r.parent_trace_id AS parent_trace_id, r.epoch AS epoch, r.metadata AS metadata, " \
-  "r.node_id AS node_id, r.heartbeat_at AS heartbeat_at, r.created_at AS created_at, " \
+  "r.duration_ms AS duration_ms, r.error AS error, r.model_version AS model_version, "                 \
+  "r.result AS result, r.snapshot AS snapshot, r.scope_log AS scope_log, r.trace_id AS trace_id, "     \
+  "r.parent_trace_id AS parent_trace_id, r.epoch AS epoch, r.metadata AS metadata, "                   \
+  "r.node_id AS node_id, r.heartbeat_at AS heartbeat_at, r.created_at AS created_at, "                 \
   "r.completed_at AS completed_at "
 
 #define MAX_ERROR 4000 /* bytes of a run's error kept */
@@ -51,8 +51,8 @@
 /* The run with its triggering message's channel name and payload. */
 static int push_run (store_t *s, lua_State *L, const char *id) {
   store_q *q = store_q_get(s, "SELECT " RUN_COLS ", c.name AS channel, m.payload AS payload "
-    "FROM run r LEFT JOIN channel_message m ON m.id = r.message "
-    "LEFT JOIN channel c ON c.id = m.channel WHERE r.id = ?");
+                              "FROM run r LEFT JOIN channel_message m ON m.id = r.message "
+                              "LEFT JOIN channel c ON c.id = m.channel WHERE r.id = ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, id);
   int r = store_push_one(s, L, q);
@@ -66,9 +66,9 @@ int store_m_runnable (store_t *s, lua_State *L, int64_t limit) {
   int64_t epoch = store_epoch(s);
   if (epoch < 0) return store_push_fail(s, L);
   store_now(s, now);
-  store_q *q = store_q_get(s,
-    "SELECT id, name, priority, runnable_since FROM process WHERE status = 'runnable' AND epoch = ? "
-    "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, runnable_since, name LIMIT ?");
+  store_q *q = store_q_get(
+      s, "SELECT id, name, priority, runnable_since FROM process WHERE status = 'runnable' AND epoch = ? "
+         "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, runnable_since, name LIMIT ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_int(s, q, 1, epoch);
   store_bind_text(s, q, 2, now);
@@ -148,18 +148,17 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
       return 2;
     }
   }
-  store_q *q = store_q_get(s,
-    "UPDATE process SET status = 'running', runnable_since = NULL, updated_at = ? WHERE id = ?");
+  store_q *q = store_q_get(
+      s, "UPDATE process SET status = 'running', runnable_since = NULL, updated_at = ? WHERE id = ?");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, now);
   store_bind_text(s, q, 2, p.id);
   if (store_exec_q(s, q) < 0) goto fail;
   /* A run consumes exactly one delivery: the oldest pending one (message ids
    * are time-ordered, so they break same-millisecond ties). */
-  q = store_q_get(s,
-    "SELECT d.handler, d.message, d.trace_id, c.name, m.payload FROM delivery d "
-    "JOIN channel_message m ON m.id = d.message JOIN channel c ON c.id = m.channel "
-    "WHERE d.process = ? AND d.status = 'pending' ORDER BY d.created_at, d.message LIMIT 1");
+  q = store_q_get(s, "SELECT d.handler, d.message, d.trace_id, c.name, m.payload FROM delivery d "
+                     "JOIN channel_message m ON m.id = d.message JOIN channel c ON c.id = m.channel "
+                     "WHERE d.process = ? AND d.status = 'pending' ORDER BY d.created_at, d.message LIMIT 1");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, p.id);
   int rc = store_step(s, q);
@@ -176,17 +175,20 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
     lua_pushlstring(L, v, n);
     lua_setfield(L, -2, "channel");
     v = store_col_text(s, q, 4, &n);
-    if (json_decode(L, v, n)) lua_setfield(L, -2, "payload");
-    else lua_pop(L, 1);
+    if (json_decode(L, v, n))
+      lua_setfield(L, -2, "payload");
+    else
+      lua_pop(L, 1);
   } else {
     push_new_run(L, run_id, &p, NULL, NULL, node_id, now);
   }
   store_reset(s, q);
   if (rc == STORE_ERR) goto fail;
-  q = store_q_get(s,
-    "INSERT INTO run (id, process, message, status, tokens_in, tokens_out, cost_usd, scope_log, trace_id, "
-    "epoch, metadata, node_id, heartbeat_at, created_at) "
-    "VALUES (?, ?, ?, 'running', 0, 0, 0, '[]', ?, ?, '{}', ?, ?, ?)");
+  q = store_q_get(
+      s,
+      "INSERT INTO run (id, process, message, status, tokens_in, tokens_out, cost_usd, scope_log, trace_id, "
+      "epoch, metadata, node_id, heartbeat_at, created_at) "
+      "VALUES (?, ?, ?, 'running', 0, 0, 0, '[]', ?, ?, '{}', ?, ?, ?)");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, run_id);
   store_bind_text(s, q, 2, p.id);
@@ -318,23 +320,30 @@ static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_
     store_failf(s, "run '%s' is not running (%s)", run_id, run_status);
     return -1;
   }
-  q = store_q_get(s,
-    "UPDATE run SET status = ?, tokens_in = ?, tokens_out = ?, cost_usd = ?, duration_ms = ?, error = ?, "
-    "model_version = ?, result = ?, snapshot = COALESCE(?, snapshot), metadata = COALESCE(?, metadata), "
-    "completed_at = ? WHERE id = ?");
+  q = store_q_get(
+      s,
+      "UPDATE run SET status = ?, tokens_in = ?, tokens_out = ?, cost_usd = ?, duration_ms = ?, error = ?, "
+      "model_version = ?, result = ?, snapshot = COALESCE(?, snapshot), metadata = COALESCE(?, metadata), "
+      "completed_at = ? WHERE id = ?");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, status);
   store_bind_int(s, q, 2, e->tokens_in);
   store_bind_int(s, q, 3, e->tokens_out);
   store_bind_float(s, q, 4, e->cost);
-  if (e->duration_given) store_bind_int(s, q, 5, e->duration);
-  else store_bind_null(s, q, 5);
-  if (error) store_bind_ltext(s, q, 6, error, utf8_cut(error, strlen(error), MAX_ERROR));
-  else store_bind_null(s, q, 6);
+  if (e->duration_given)
+    store_bind_int(s, q, 5, e->duration);
+  else
+    store_bind_null(s, q, 5);
+  if (error)
+    store_bind_ltext(s, q, 6, error, utf8_cut(error, strlen(error), MAX_ERROR));
+  else
+    store_bind_null(s, q, 6);
   store_bind_text(s, q, 7, e->model_version);
   for (int i = 0; i < 3; i++) {
-    if (e->len[i]) store_bind_ltext(s, q, 8 + i, s->jb.data + e->off[i], e->len[i]);
-    else store_bind_null(s, q, 8 + i);
+    if (e->len[i])
+      store_bind_ltext(s, q, 8 + i, s->jb.data + e->off[i], e->len[i]);
+    else
+      store_bind_null(s, q, 8 + i);
   }
   store_bind_text(s, q, 11, now);
   store_bind_text(s, q, 12, run_id);
@@ -343,7 +352,8 @@ static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_
    * which keeps the search off the history, then updated by its key. */
   for (;;) {
     store_id handler, message;
-    q = store_q_get(s, "SELECT handler, message FROM delivery WHERE process = ? AND status = 'queued' AND run = ?");
+    q = store_q_get(
+        s, "SELECT handler, message FROM delivery WHERE process = ? AND status = 'queued' AND run = ?");
     if (q == NULL) return -1;
     store_bind_text(s, q, 1, process);
     store_bind_text(s, q, 2, run_id);
@@ -414,8 +424,8 @@ static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_
 
 int store_m_run_finish (store_t *s, lua_State *L, const char *run_id, int t) {
   static const char *const fields[] = {
-    "status", "tokens_in", "tokens_out", "cost_usd", "duration_ms", "error",
-    "model_version", "result", "snapshot", "metadata", NULL,
+      "status",        "tokens_in", "tokens_out", "cost_usd", "duration_ms", "error",
+      "model_version", "result",    "snapshot",   "metadata", NULL,
   };
   if (t) {
     lua_pushnil(L);
@@ -440,7 +450,8 @@ int store_m_run_finish (store_t *s, lua_State *L, const char *run_id, int t) {
     lua_getfield(L, t, "cost_usd");
     if (!lua_isnil(L, -1)) {
       if (lua_type(L, -1) != LUA_TNUMBER)
-        return luaL_error(L, "run_finish: bad field 'cost_usd' (number expected, got %s)", luaL_typename(L, -1));
+        return luaL_error(L, "run_finish: bad field 'cost_usd' (number expected, got %s)",
+                          luaL_typename(L, -1));
       cost = (double)lua_tonumber(L, -1);
     }
     lua_pop(L, 1);

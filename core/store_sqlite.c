@@ -14,8 +14,8 @@ typedef struct sq_conn {
 } sq_conn;
 
 #define CONN(s) ((sq_conn *)(s)->db)
-#define DB(s) (CONN(s)->db)
-#define ST(st) ((sqlite3_stmt *)(st))
+#define DB(s)   (CONN(s)->db)
+#define ST(st)  ((sqlite3_stmt *)(st))
 
 static int sq_fail (store_t *s, const char *what) {
   snprintf(s->err, sizeof s->err, "store: %s: %s", what, sqlite3_errmsg(DB(s)));
@@ -53,8 +53,8 @@ static int sq_open (store_t *s, const char *path, int sync_full) {
   if (c == NULL) return store_failf(s, "store: out of memory");
   memset(c, 0, sizeof *c);
   s->db = c;
-  int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           NULL);
+  int rc =
+      sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     snprintf(s->err, sizeof s->err, "store: %s: %s", path, c->db ? sqlite3_errmsg(c->db) : "out of memory");
     sq_close(s);
@@ -112,10 +112,14 @@ static const char *sq_column_name (store_stmt *st, int i) { return sqlite3_colum
 
 static int sq_column_type (store_stmt *st, int i) {
   switch (sqlite3_column_type(ST(st), i)) {
-    case SQLITE_INTEGER: return STORE_TINT;
-    case SQLITE_FLOAT: return STORE_TFLOAT;
-    case SQLITE_NULL: return STORE_TNULL;
-    default: return STORE_TTEXT;
+  case SQLITE_INTEGER:
+    return STORE_TINT;
+  case SQLITE_FLOAT:
+    return STORE_TFLOAT;
+  case SQLITE_NULL:
+    return STORE_TNULL;
+  default:
+    return STORE_TTEXT;
   }
 }
 
@@ -149,29 +153,29 @@ static int sq_rollback (store_t *s) {
 static const char *sq_errmsg (store_t *s) { return sqlite3_errmsg(DB(s)); }
 
 static const store_driver sqlite_driver = {
-  .name = "sqlite",
-  .open = sq_open,
-  .close = sq_close,
-  .prepare = sq_prepare,
-  .finalize = sq_finalize,
-  .bind_null = sq_bind_null,
-  .bind_int = sq_bind_int,
-  .bind_float = sq_bind_float,
-  .bind_text = sq_bind_text,
-  .step = sq_step,
-  .reset = sq_reset,
-  .column_count = sq_column_count,
-  .column_name = sq_column_name,
-  .column_type = sq_column_type,
-  .column_int = sq_column_int,
-  .column_float = sq_column_float,
-  .column_text = sq_column_text,
-  .changes = sq_changes,
-  .exec = sq_exec,
-  .begin = sq_begin,
-  .commit = sq_commit,
-  .rollback = sq_rollback,
-  .errmsg = sq_errmsg,
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .prepare = sq_prepare,
+    .finalize = sq_finalize,
+    .bind_null = sq_bind_null,
+    .bind_int = sq_bind_int,
+    .bind_float = sq_bind_float,
+    .bind_text = sq_bind_text,
+    .step = sq_step,
+    .reset = sq_reset,
+    .column_count = sq_column_count,
+    .column_name = sq_column_name,
+    .column_type = sq_column_type,
+    .column_int = sq_column_int,
+    .column_float = sq_column_float,
+    .column_text = sq_column_text,
+    .changes = sq_changes,
+    .exec = sq_exec,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .errmsg = sq_errmsg,
 };
 
 const store_driver *store_sqlite_driver (void) { return &sqlite_driver; }

@@ -10,50 +10,44 @@
 
 /* Order matters: store_proc.c indexes these (P_* there), and column 0 is the id. */
 static const store_col process_cols[] = {
-  {"id", STORE_KTEXT, 0, NULL},
-  {"epoch", STORE_KINT, 0, "0"},
-  {"name", STORE_KTEXT, 1, NULL},
-  {"mode", STORE_KTEXT, 1, "one_shot"},
-  {"content", STORE_KTEXT, 1, ""},
-  {"priority", STORE_KREAL, 1, "0"},
-  {"resources", STORE_KJSON, 1, "[]"},
-  {"required_tags", STORE_KJSON, 1, "[]"},
-  {"executor", STORE_KTEXT, 1, "llm"},
-  {"status", STORE_KTEXT, 1, NULL}, /* default by mode, see process_upsert */
-  {"runnable_since", STORE_KTEXT, 0, NULL},
-  {"parent_process", STORE_KTEXT, 0, NULL}, /* name or id: resolved by process_upsert */
-  {"preemptible", STORE_KBOOL, 1, "0"},
-  {"model", STORE_KTEXT, 1, NULL},
-  {"model_constraints", STORE_KJSON, 1, "{}"},
-  {"return_schema", STORE_KJSON, 1, NULL},
-  {"idle_timeout_ms", STORE_KINT, 1, NULL},
-  {"max_duration_ms", STORE_KINT, 1, NULL},
-  {"max_retries", STORE_KINT, 1, "0"},
-  {"retry_count", STORE_KINT, 1, "0"},
-  {"retry_backoff_ms", STORE_KINT, 1, NULL},
-  {"retry_at", STORE_KTEXT, 0, NULL},
-  {"clear_context", STORE_KBOOL, 1, "0"},
-  {"tty", STORE_KBOOL, 1, "0"},
-  {"metadata", STORE_KJSON, 1, "{}"},
-  {"output_events", STORE_KJSON, 1, "[]"},
-  {"schema_id", STORE_KTEXT, 1, NULL},
-  {"created_at", STORE_KTEXT, 0, NULL},
-  {"updated_at", STORE_KTEXT, 0, NULL},
+    {"id", STORE_KTEXT, 0, NULL},
+    {"epoch", STORE_KINT, 0, "0"},
+    {"name", STORE_KTEXT, 1, NULL},
+    {"mode", STORE_KTEXT, 1, "one_shot"},
+    {"content", STORE_KTEXT, 1, ""},
+    {"priority", STORE_KREAL, 1, "0"},
+    {"resources", STORE_KJSON, 1, "[]"},
+    {"required_tags", STORE_KJSON, 1, "[]"},
+    {"executor", STORE_KTEXT, 1, "llm"},
+    {"status", STORE_KTEXT, 1, NULL}, /* default by mode, see process_upsert */
+    {"runnable_since", STORE_KTEXT, 0, NULL},
+    {"parent_process", STORE_KTEXT, 0, NULL}, /* name or id: resolved by process_upsert */
+    {"preemptible", STORE_KBOOL, 1, "0"},
+    {"model", STORE_KTEXT, 1, NULL},
+    {"model_constraints", STORE_KJSON, 1, "{}"},
+    {"return_schema", STORE_KJSON, 1, NULL},
+    {"idle_timeout_ms", STORE_KINT, 1, NULL},
+    {"max_duration_ms", STORE_KINT, 1, NULL},
+    {"max_retries", STORE_KINT, 1, "0"},
+    {"retry_count", STORE_KINT, 1, "0"},
+    {"retry_backoff_ms", STORE_KINT, 1, NULL},
+    {"retry_at", STORE_KTEXT, 0, NULL},
+    {"clear_context", STORE_KBOOL, 1, "0"},
+    {"tty", STORE_KBOOL, 1, "0"},
+    {"metadata", STORE_KJSON, 1, "{}"},
+    {"output_events", STORE_KJSON, 1, "[]"},
+    {"schema_id", STORE_KTEXT, 1, NULL},
+    {"created_at", STORE_KTEXT, 0, NULL},
+    {"updated_at", STORE_KTEXT, 0, NULL},
 };
 
 static const store_col capability_cols[] = {
-  {"id", STORE_KTEXT, 0, NULL},
-  {"name", STORE_KTEXT, 1, NULL},
-  {"description", STORE_KTEXT, 1, ""},
-  {"instructions", STORE_KTEXT, 1, ""},
-  {"handler", STORE_KTEXT, 1, ""},
-  {"schema", STORE_KJSON, 1, "{}"},
-  {"iam_role_arn", STORE_KTEXT, 1, NULL},
-  {"enabled", STORE_KBOOL, 1, "1"},
-  {"metadata", STORE_KJSON, 1, "{}"},
-  {"event_types", STORE_KJSON, 1, "[]"},
-  {"created_at", STORE_KTEXT, 0, NULL},
-  {"updated_at", STORE_KTEXT, 0, NULL},
+    {"id", STORE_KTEXT, 0, NULL},           {"name", STORE_KTEXT, 1, NULL},
+    {"description", STORE_KTEXT, 1, ""},    {"instructions", STORE_KTEXT, 1, ""},
+    {"handler", STORE_KTEXT, 1, ""},        {"schema", STORE_KJSON, 1, "{}"},
+    {"iam_role_arn", STORE_KTEXT, 1, NULL}, {"enabled", STORE_KBOOL, 1, "1"},
+    {"metadata", STORE_KJSON, 1, "{}"},     {"event_types", STORE_KJSON, 1, "[]"},
+    {"created_at", STORE_KTEXT, 0, NULL},   {"updated_at", STORE_KTEXT, 0, NULL},
 };
 
 const store_table store_process_table = {"process", process_cols,
@@ -153,15 +147,19 @@ void store_vals_merge (store_t *s, const store_table *t, store_val *vals, store_
     if (v->state != STORE_VABSENT) continue;
     v->in_jb = 0;
     switch (store_col_type(s, q, i)) {
-      case STORE_TNULL: v->state = STORE_VNULL; break;
-      case STORE_TINT: store_val_int(v, store_col_int(s, q, i)); break;
-      case STORE_TFLOAT:
-        v->state = STORE_VFLOAT;
-        v->f = store_col_float(s, q, i);
-        break;
-      default:
-        v->state = STORE_VTEXT;
-        v->s = store_col_text(s, q, i, &v->n); /* valid until q is reset */
+    case STORE_TNULL:
+      v->state = STORE_VNULL;
+      break;
+    case STORE_TINT:
+      store_val_int(v, store_col_int(s, q, i));
+      break;
+    case STORE_TFLOAT:
+      v->state = STORE_VFLOAT;
+      v->f = store_col_float(s, q, i);
+      break;
+    default:
+      v->state = STORE_VTEXT;
+      v->s = store_col_text(s, q, i, &v->n); /* valid until q is reset */
     }
   }
 }
@@ -191,20 +189,25 @@ void store_vals_push (lua_State *L, const store_table *t, const store_val *vals)
     const store_val *v = &vals[i];
     char kind = t->cols[i].kind;
     switch (v->state) {
-      case STORE_VINT:
-        if (kind == STORE_KBOOL) lua_pushboolean(L, v->i != 0);
-        else lua_pushinteger(L, (lua_Integer)v->i);
-        break;
-      case STORE_VFLOAT: lua_pushnumber(L, (lua_Number)v->f); break;
-      case STORE_VTEXT:
-        if (kind != STORE_KJSON) {
-          lua_pushlstring(L, v->s, v->n);
-        } else if (!json_decode(L, v->s, v->n)) {
-          lua_pop(L, 1);
-          lua_pushlstring(L, v->s, v->n);
-        }
-        break;
-      default: continue; /* NULL: absent, as in a row read back */
+    case STORE_VINT:
+      if (kind == STORE_KBOOL)
+        lua_pushboolean(L, v->i != 0);
+      else
+        lua_pushinteger(L, (lua_Integer)v->i);
+      break;
+    case STORE_VFLOAT:
+      lua_pushnumber(L, (lua_Number)v->f);
+      break;
+    case STORE_VTEXT:
+      if (kind != STORE_KJSON) {
+        lua_pushlstring(L, v->s, v->n);
+      } else if (!json_decode(L, v->s, v->n)) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v->s, v->n);
+      }
+      break;
+    default:
+      continue; /* NULL: absent, as in a row read back */
     }
     lua_setfield(L, -2, t->cols[i].name);
   }
@@ -212,10 +215,17 @@ void store_vals_push (lua_State *L, const store_table *t, const store_val *vals)
 
 static void bind_val (store_t *s, store_q *q, int param, const store_val *v) {
   switch (v->state) {
-    case STORE_VINT: store_bind_int(s, q, param, v->i); break;
-    case STORE_VFLOAT: store_bind_float(s, q, param, v->f); break;
-    case STORE_VTEXT: store_bind_ltext(s, q, param, v->s, v->n); break;
-    default: store_bind_null(s, q, param);
+  case STORE_VINT:
+    store_bind_int(s, q, param, v->i);
+    break;
+  case STORE_VFLOAT:
+    store_bind_float(s, q, param, v->f);
+    break;
+  case STORE_VTEXT:
+    store_bind_ltext(s, q, param, v->s, v->n);
+    break;
+  default:
+    store_bind_null(s, q, param);
   }
 }
 

@@ -75,9 +75,12 @@ static int check_fields (store_t *s, lua_State *L, int fields, const char *self,
       return store_failf(s, "schema field names must be strings");
     }
     int r;
-    if (lua_type(L, -1) == LUA_TSTRING) r = check_type_name(s, L, lua_tostring(L, -1), self);
-    else if (lua_istable(L, -1)) r = check_fields(s, L, lua_gettop(L), self, depth + 1);
-    else r = store_failf(s, "schema field '%s': a type name or a field table expected", lua_tostring(L, -2));
+    if (lua_type(L, -1) == LUA_TSTRING)
+      r = check_type_name(s, L, lua_tostring(L, -1), self);
+    else if (lua_istable(L, -1))
+      r = check_fields(s, L, lua_gettop(L), self, depth + 1);
+    else
+      r = store_failf(s, "schema field '%s': a type name or a field table expected", lua_tostring(L, -2));
     lua_pop(L, 1);
     if (r < 0) {
       lua_pop(L, 1);
@@ -103,8 +106,10 @@ int store_schema_normalize (store_t *s, lua_State *L, int idx, const char *self)
   }
   lua_pop(L, 1);
   lua_createtable(L, 0, 1);
-  if (wrapped) lua_getfield(L, idx, "fields");
-  else lua_pushvalue(L, idx);
+  if (wrapped)
+    lua_getfield(L, idx, "fields");
+  else
+    lua_pushvalue(L, idx);
   lua_setfield(L, -2, "fields");
   lua_getfield(L, -1, "fields");
   int r = check_fields(s, L, lua_gettop(L), self, 0);
@@ -127,10 +132,14 @@ typedef struct vpath {
 
 static const char *got_name (lua_State *L, int idx) {
   switch (lua_type(L, idx)) {
-  case LUA_TSTRING: return "string";
-  case LUA_TNUMBER: return "number";
-  case LUA_TBOOLEAN: return "bool";
-  case LUA_TLIGHTUSERDATA: return lua_touserdata(L, idx) == json_null ? "null" : "userdata";
+  case LUA_TSTRING:
+    return "string";
+  case LUA_TNUMBER:
+    return "number";
+  case LUA_TBOOLEAN:
+    return "bool";
+  case LUA_TLIGHTUSERDATA:
+    return lua_touserdata(L, idx) == json_null ? "null" : "userdata";
   case LUA_TTABLE: {
     if (!lua_getmetatable(L, idx)) return "dict";
     json_push_array_mt(L);
@@ -138,7 +147,8 @@ static const char *got_name (lua_State *L, int idx) {
     lua_pop(L, 2);
     return arr ? "list" : "dict";
   }
-  default: return luaL_typename(L, idx);
+  default:
+    return luaL_typename(L, idx);
   }
 }
 
@@ -148,7 +158,7 @@ static int vfail (store_t *s, const vpath *p, const char *fmt, const char *a, co
   return store_failf(s, "%s%s%s", p->len ? p->buf : "", p->len ? ": " : "", msg);
 }
 
-static int check_obj (store_t *s, lua_State *L, int fields, int val, vpath *p, int depth);
+static int check_obj(store_t *s, lua_State *L, int fields, int val, vpath *p, int depth);
 
 static int check_value (store_t *s, lua_State *L, int spec, int val, vpath *p, int depth) {
   if (depth > MAX_DEPTH) return vfail(s, p, "nested too deeply%s%s", "", "");

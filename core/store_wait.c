@@ -9,17 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARROW "\xe2\x86\x92" /* U+2192 */
-#define MAX_EXIT_ERROR 1000  /* bytes of a child's error in child:exited */
+#define ARROW          "\xe2\x86\x92" /* U+2192 */
+#define MAX_EXIT_ERROR 1000           /* bytes of a child's error in child:exited */
 
 int store_spawn_channel (store_t *s, const char *from, const char *to, const char *now, store_id id,
                          char *name, size_t namelen) {
   snprintf(name, namelen, "spawn:%s" ARROW "%s", from, to);
   store_id nid;
   store_uuid(s, nid);
-  store_q *q = store_q_get(s,
-    "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
-    "VALUES (?, ?, ?, 'spawn', 0, ?) ON CONFLICT (name) DO NOTHING");
+  store_q *q = store_q_get(s, "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
+                              "VALUES (?, ?, ?, 'spawn', 0, ?) ON CONFLICT (name) DO NOTHING");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, nid);
   store_bind_text(s, q, 2, name);
@@ -101,10 +100,12 @@ int store_post_exit (store_t *s, lua_State *L, const char *id, int exit_code, co
 
 /* {============ wait conditions */
 
-#define WAIT_COLS "SELECT id, run, process, type, status, pending, created_at, resolved_at FROM wait_condition "
+#define WAIT_COLS \
+  "SELECT id, run, process, type, status, pending, created_at, resolved_at FROM wait_condition "
 /* A process's pending condition: process-linked first, then the newest run-linked. */
-#define WAIT_PENDING WAIT_COLS "WHERE process = ? AND status = 'pending' " \
-  "ORDER BY CASE WHEN run IS NULL THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1"
+#define WAIT_PENDING                                    \
+  WAIT_COLS "WHERE process = ? AND status = 'pending' " \
+            "ORDER BY CASE WHEN run IS NULL THEN 0 ELSE 1 END, created_at DESC, id DESC LIMIT 1"
 
 int store_wait_resolve (store_t *s, lua_State *L, const char *waiter, const char *sender, const char *now) {
   store_id wid;
@@ -134,8 +135,10 @@ int store_wait_resolve (store_t *s, lua_State *L, const char *waiter, const char
   for (lua_Integer k = 1; k <= total; k++) {
     lua_rawgeti(L, -2, k);
     const char *v = lua_tostring(L, -1);
-    if (v && strcmp(v, sender) == 0) lua_pop(L, 1);
-    else lua_rawseti(L, -2, ++left);
+    if (v && strcmp(v, sender) == 0)
+      lua_pop(L, 1);
+    else
+      lua_rawseti(L, -2, ++left);
   }
   int r = store_json(s, L, -1, "pending");
   lua_pop(L, 2);
@@ -163,9 +166,9 @@ int store_wait_resolve (store_t *s, lua_State *L, const char *waiter, const char
 static int push_exit (store_t *s, lua_State *L, const char *child, const char *parent) {
   char name[128];
   snprintf(name, sizeof name, "spawn:%s" ARROW "%s", child, parent);
-  store_q *q = store_q_get(s,
-    "SELECT m.payload FROM channel_message m JOIN channel c ON c.id = m.channel "
-    "WHERE c.name = ? AND m.sender_process = ? ORDER BY m.created_at DESC, m.id DESC");
+  store_q *q =
+      store_q_get(s, "SELECT m.payload FROM channel_message m JOIN channel c ON c.id = m.channel "
+                     "WHERE c.name = ? AND m.sender_process = ? ORDER BY m.created_at DESC, m.id DESC");
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, name);
   store_bind_text(s, q, 2, child);
@@ -202,7 +205,8 @@ int store_m_wait_add (store_t *s, lua_State *L, int t) {
     store_failf(s, "invalid wait type '%s' (wait, wait_any or wait_all)", type);
     return store_push_fail(s, L);
   }
-  if (lua_getfield(L, t, "pending") != LUA_TTABLE) return luaL_error(L, "wait_add: field 'pending' (a list of process ids) is required");
+  if (lua_getfield(L, t, "pending") != LUA_TTABLE)
+    return luaL_error(L, "wait_add: field 'pending' (a list of process ids) is required");
   int plist = lua_gettop(L);
   lua_Integer n = (lua_Integer)lua_rawlen(L, plist);
   if (n == 0) {
@@ -210,8 +214,10 @@ int store_m_wait_add (store_t *s, lua_State *L, int t) {
     return store_push_fail(s, L);
   }
   for (lua_Integer i = 1; i <= n; i++)
-    if (lua_rawgeti(L, plist, i) != LUA_TSTRING) return luaL_error(L, "wait_add: pending must hold process ids");
-    else lua_pop(L, 1);
+    if (lua_rawgeti(L, plist, i) != LUA_TSTRING)
+      return luaL_error(L, "wait_add: pending must hold process ids");
+    else
+      lua_pop(L, 1);
   if (run == NULL && process == NULL) return luaL_error(L, "wait_add: field 'process' or 'run' is required");
   char now[STORE_TS_LEN + 1];
   store_now(s, now);
@@ -271,9 +277,9 @@ int store_m_wait_add (store_t *s, lua_State *L, int t) {
     store_id chan, hid;
     char cname[128];
     if (store_spawn_channel(s, child, cp.parent, now, chan, cname, sizeof cname) < 0) goto fail;
-    store_q *q = store_q_get(s,
-      "INSERT INTO handler (id, process, channel, enabled, epoch, created_at) VALUES (?, ?, ?, 1, ?, ?) "
-      "ON CONFLICT (process, channel) DO UPDATE SET enabled = 1");
+    store_q *q = store_q_get(
+        s, "INSERT INTO handler (id, process, channel, enabled, epoch, created_at) VALUES (?, ?, ?, 1, ?, ?) "
+           "ON CONFLICT (process, channel) DO UPDATE SET enabled = 1");
     if (q == NULL) goto fail;
     store_uuid(s, hid);
     store_bind_text(s, q, 1, hid);
@@ -286,9 +292,9 @@ int store_m_wait_add (store_t *s, lua_State *L, int t) {
   }
   int resolved = strcmp(type, "wait_all") == 0 ? left == 0 : exited > 0;
   if (store_json(s, L, left_t, "pending") < 0) goto fail;
-  store_q *q = store_q_get(s,
-    "INSERT INTO wait_condition (id, run, process, type, status, pending, created_at, resolved_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  store_q *q = store_q_get(
+      s, "INSERT INTO wait_condition (id, run, process, type, status, pending, created_at, resolved_at) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
   if (q == NULL) goto fail;
   store_uuid(s, wid);
   store_bind_text(s, q, 1, wid);

@@ -55,9 +55,8 @@ static int l_sys_uuid (lua_State *L) {
   b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
   b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
   char s[37];
-  snprintf(s, sizeof s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-           b[14], b[15]);
+  snprintf(s, sizeof s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+           b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
   lua_pushstring(L, s);
   return 1;
 }
@@ -159,7 +158,7 @@ static int l_sys_stat (lua_State *L) {
   return 1;
 }
 
-static int write_pid (int fd);
+static int write_pid(int fd);
 
 /* An exclusive flock on path, held until the process exits; the file holds our
  * pid so a refusal can name the holder. */
@@ -239,16 +238,24 @@ static int l_sys_isatty (lua_State *L) {
 
 int sys_luaopen (lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"now_ms", l_sys_now_ms},     {"monotonic_ms", l_sys_monotonic_ms},
-    {"iso_now", l_sys_iso_now},   {"uuid", l_sys_uuid},
-    {"getenv", l_sys_getenv},     {"getpid", l_sys_getpid},
-    {"kill", l_sys_kill},         {"sleep_ms", l_sys_sleep_ms},
-    {"mkdir_p", l_sys_mkdir_p},   {"rm_rf", l_sys_rm_rf},
-    {"listdir", l_sys_listdir},   {"stat", l_sys_stat},
-    {"lock", l_sys_lock},         {"unlock", l_sys_unlock},
-    {"daemonize", l_sys_daemonize},
-    {"isatty", l_sys_isatty},     {"exe", l_sys_exe},
-    {NULL, NULL},
+      {"now_ms", l_sys_now_ms},
+      {"monotonic_ms", l_sys_monotonic_ms},
+      {"iso_now", l_sys_iso_now},
+      {"uuid", l_sys_uuid},
+      {"getenv", l_sys_getenv},
+      {"getpid", l_sys_getpid},
+      {"kill", l_sys_kill},
+      {"sleep_ms", l_sys_sleep_ms},
+      {"mkdir_p", l_sys_mkdir_p},
+      {"rm_rf", l_sys_rm_rf},
+      {"listdir", l_sys_listdir},
+      {"stat", l_sys_stat},
+      {"lock", l_sys_lock},
+      {"unlock", l_sys_unlock},
+      {"daemonize", l_sys_daemonize},
+      {"isatty", l_sys_isatty},
+      {"exe", l_sys_exe},
+      {NULL, NULL},
   };
   luaL_newlib(L, fns);
   return 1;

@@ -20,13 +20,13 @@ static struct {
   EditLine *el;
   History *hist;
   char *prompt;
-  lua_State *L;       /* the caller of readline, for the completer */
-  int completer_ref;  /* LUA_NOREF without one */
-  int key_intr;       /* Ctrl-C pressed during readline */
-  int last_tab;       /* the previous key was an unsuccessful Tab: list the candidates */
-  int interrupts;     /* interrupts(true) is in effect */
+  lua_State *L;      /* the caller of readline, for the completer */
+  int completer_ref; /* LUA_NOREF without one */
+  int key_intr;      /* Ctrl-C pressed during readline */
+  int last_tab;      /* the previous key was an unsuccessful Tab: list the candidates */
+  int interrupts;    /* interrupts(true) is in effect */
   struct sigaction old_int;
-  int loop_intr;      /* Ctrl-C stopped run_loop */
+  int loop_intr; /* Ctrl-C stopped run_loop */
 } T = {.completer_ref = LUA_NOREF};
 
 static volatile sig_atomic_t term_sigint;
@@ -80,8 +80,10 @@ static void term_list (lua_State *L, int list, int n) {
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     const char *s = lua_tostring(L, -1);
-    if ((size_t)i % per == 0 || i == n) fprintf(stdout, "%s\n", s);
-    else fprintf(stdout, "%-*s", (int)(widest + 2), s);
+    if ((size_t)i % per == 0 || i == n)
+      fprintf(stdout, "%s\n", s);
+    else
+      fprintf(stdout, "%-*s", (int)(widest + 2), s);
     lua_pop(L, 1);
   }
   fflush(stdout);
@@ -313,8 +315,10 @@ static int l_term_wait (lua_State *L) {
     struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
     int r = ppoll(&p, watch ? 1 : 0, ms < 0 ? NULL : &ts, &old);
-    if (r < 0 && errno == EINTR && term_sigint) what = "interrupt";
-    else if (r > 0) what = "input";
+    if (r < 0 && errno == EINTR && term_sigint)
+      what = "interrupt";
+    else if (r > 0)
+      what = "input";
   }
   term_sigint = 0;
   sigprocmask(SIG_SETMASK, &old, NULL);
@@ -350,13 +354,19 @@ static int l_term_run_loop (lua_State *L) {
 
 int term_luaopen (lua_State *L) {
   static const luaL_Reg fns[] = {
-    {"readline", l_term_readline},         {"set_completer", l_term_set_completer},
-    {"history_add", l_term_history_add},   {"history_clear", l_term_history_clear},
-    {"history_load", l_term_history_load}, {"history_save", l_term_history_save},
-    {"isatty", l_term_isatty},             {"width", l_term_width},
-    {"interrupts", l_term_interrupts},     {"interrupted", l_term_interrupted},
-    {"wait", l_term_wait},                 {"run_loop", l_term_run_loop},
-    {NULL, NULL},
+      {"readline", l_term_readline},
+      {"set_completer", l_term_set_completer},
+      {"history_add", l_term_history_add},
+      {"history_clear", l_term_history_clear},
+      {"history_load", l_term_history_load},
+      {"history_save", l_term_history_save},
+      {"isatty", l_term_isatty},
+      {"width", l_term_width},
+      {"interrupts", l_term_interrupts},
+      {"interrupted", l_term_interrupted},
+      {"wait", l_term_wait},
+      {"run_loop", l_term_run_loop},
+      {NULL, NULL},
   };
   luaL_newlib(L, fns);
   return 1;

@@ -22,7 +22,8 @@ static int l_check (lua_State *L) {
   } else {
     unit_failed++;
     luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1), luaL_optstring(L, 2, "check failed"));
+    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
+            luaL_optstring(L, 2, "check failed"));
   }
   return 0;
 }
@@ -44,13 +45,13 @@ static int l_sql (lua_State *L) {
 }
 
 static const char *prelude =
-  "store = require 'store'\n"
-  "db = assert(store.open(DBPATH))\n"
-  "assert(db:migrate())\n"
-  "function new_run(name)\n"
-  "  local p = assert(db:process_upsert({name = name, mode = 'one_shot', status = 'runnable'}))\n"
-  "  return assert(db:dispatch(p.id, 'node')), p\n"
-  "end\n";
+    "store = require 'store'\n"
+    "db = assert(store.open(DBPATH))\n"
+    "assert(db:migrate())\n"
+    "function new_run(name)\n"
+    "  local p = assert(db:process_upsert({name = name, mode = 'one_shot', status = 'runnable'}))\n"
+    "  return assert(db:dispatch(p.id, 'node')), p\n"
+    "end\n";
 
 static void run (const char *code) {
   snprintf(dbpath, sizeof dbpath, "%s/t%d.db", dir, ++ndb);

@@ -9,32 +9,32 @@
 static int unit_passed, unit_failed;
 static const char *unit_current = "";
 
-#define CHECK(cond)                                                                   \
-  do {                                                                                \
-    if (cond) {                                                                       \
-      unit_passed++;                                                                  \
-    } else {                                                                          \
-      unit_failed++;                                                                  \
+#define CHECK(cond)                                                                     \
+  do {                                                                                  \
+    if (cond) {                                                                         \
+      unit_passed++;                                                                    \
+    } else {                                                                            \
+      unit_failed++;                                                                    \
       fprintf(stderr, "FAIL %s: %s:%d: %s\n", unit_current, __FILE__, __LINE__, #cond); \
-    }                                                                                 \
+    }                                                                                   \
   } while (0)
 
-#define CHECK_STR(a, b)                                                               \
-  do {                                                                                \
-    const char *a_ = (a), *b_ = (b);                                                  \
-    if (a_ && b_ && strcmp(a_, b_) == 0) {                                            \
-      unit_passed++;                                                                  \
-    } else {                                                                          \
-      unit_failed++;                                                                  \
-      fprintf(stderr, "FAIL %s: %s:%d: \"%s\" != \"%s\"\n", unit_current, __FILE__,   \
-              __LINE__, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                      \
-    }                                                                                 \
+#define CHECK_STR(a, b)                                                                       \
+  do {                                                                                        \
+    const char *a_ = (a), *b_ = (b);                                                          \
+    if (a_ && b_ && strcmp(a_, b_) == 0) {                                                    \
+      unit_passed++;                                                                          \
+    } else {                                                                                  \
+      unit_failed++;                                                                          \
+      fprintf(stderr, "FAIL %s: %s:%d: \"%s\" != \"%s\"\n", unit_current, __FILE__, __LINE__, \
+              a_ ? a_ : "(null)", b_ ? b_ : "(null)");                                        \
+    }                                                                                         \
   } while (0)
 
 #define TEST(name) static void name(void)
-#define RUN(name) (unit_current = #name, name())
+#define RUN(name)  (unit_current = #name, name())
 
-static int unit_report(void) {
+static int unit_report (void) {
   printf("%d passed, %d failed\n", unit_passed, unit_failed);
   return unit_failed ? 1 : 0;
 }
