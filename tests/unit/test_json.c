@@ -7,25 +7,12 @@
 #include <lualib.h>
 
 /* check(cond, what) for Lua snippets: counts like CHECK, reports the Lua line. */
-static int l_check (lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_toboolean(L, 1)) {
-    unit_passed++;
-  } else {
-    unit_failed++;
-    luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
-            luaL_optstring(L, 2, "check failed"));
-  }
-  return 0;
-}
-
 static lua_State *new_state (void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
   luaL_requiref(L, "json", json_luaopen, 1);
   lua_pop(L, 1);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   return L;
 }
 
@@ -242,7 +229,7 @@ TEST(test_c_api) {
 TEST(test_install) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   json_install(L);
   lua_run(
       L,

@@ -10,19 +10,6 @@
 #include <stdlib.h>
 
 /* check(cond, what) for Lua snippets: counts like CHECK, reports the Lua line. */
-static int l_check (lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_toboolean(L, 1)) {
-    unit_passed++;
-  } else {
-    unit_failed++;
-    luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
-            luaL_optstring(L, 2, "check failed"));
-  }
-  return 0;
-}
-
 static const char *helpers =
     "function has(s, sub) return type(s) == 'string' and s:find(sub, 1, true) ~= nil end\n"
     "function q(s) return string.format('%q', tostring(s)) end\n";
@@ -35,7 +22,7 @@ static lua_State *new_node (void) {
   luaL_requiref(L, "sched", sched_luaopen, 1);
   luaL_requiref(L, "loop", loop_luaopen, 1);
   lua_pop(L, 4);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   if (luaL_dostring(L, helpers) != LUA_OK) fprintf(stderr, "helpers: %s\n", lua_tostring(L, -1));
   return L;
 }
@@ -675,7 +662,7 @@ TEST(test_copy) {
   int top;
   luaL_openlibs(A);
   luaL_openlibs(B);
-  lua_register(A, "check", l_check);
+  lua_register(A, "check", unit_lua_check);
   json_push_array_mt(B);
   lua_pop(B, 1);
 

@@ -18,19 +18,6 @@ static int ndb;
 
 /* {============ harness */
 
-static int l_check (lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_toboolean(L, 1)) {
-    unit_passed++;
-  } else {
-    unit_failed++;
-    luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
-            luaL_optstring(L, 2, "check failed"));
-  }
-  return 0;
-}
-
 /* sql(query) -> the first column of the first row (text) or nil, on a second connection. */
 static int first_value (void *ud, int n, char **vals, char **names) {
   (void)names;
@@ -117,7 +104,7 @@ static lua_State *new_state (void) {
   luaL_requiref(L, "json", json_luaopen, 0);
   luaL_requiref(L, "store", store_luaopen, 0);
   lua_pop(L, 2);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   lua_register(L, "sql", l_sql);
   lua_register(L, "wakes", l_wakes);
   lua_register(L, "sleep_ms", l_sleep_ms);
@@ -769,7 +756,7 @@ TEST(test_lua_errors_inside_rules) {
   luaL_requiref(L, "json", json_luaopen, 0);
   luaL_requiref(L, "store", store_luaopen, 0);
   lua_pop(L, 2);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   lua_register(L, "sql", l_sql);
   lua_register(L, "setlimit", l_setlimit);
   lua_pushstring(L, dbpath);

@@ -15,19 +15,6 @@ static char dir[] = "/tmp/cogos-test-obs-XXXXXX";
 static char dbpath[256];
 static int ndb;
 
-static int l_check (lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_toboolean(L, 1)) {
-    unit_passed++;
-  } else {
-    unit_failed++;
-    luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
-            luaL_optstring(L, 2, "check failed"));
-  }
-  return 0;
-}
-
 /* sql(statement): runs it on a second connection (what the API hides). */
 static int l_sql (lua_State *L) {
   sqlite3 *db;
@@ -60,7 +47,7 @@ static void run (const char *code) {
   luaL_requiref(L, "json", json_luaopen, 0);
   luaL_requiref(L, "store", store_luaopen, 0);
   lua_pop(L, 2);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   lua_register(L, "sql", l_sql);
   lua_pushstring(L, dbpath);
   lua_setglobal(L, "DBPATH");

@@ -11,19 +11,6 @@
 /* loop.h pulls in uv.h, whose <sched.h> would resolve to core/sched.h under -Icore. */
 void loop_close(void);
 
-static int l_check (lua_State *L) {
-  lua_settop(L, 2);
-  if (lua_toboolean(L, 1)) {
-    unit_passed++;
-  } else {
-    unit_failed++;
-    luaL_where(L, 1);
-    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
-            luaL_optstring(L, 2, "check failed"));
-  }
-  return 0;
-}
-
 static lua_State *new_state (void) {
   lua_State *L = luaL_newstate();
   luaL_openlibs(L);
@@ -31,7 +18,7 @@ static lua_State *new_state (void) {
   luaL_requiref(L, "loop", loop_luaopen, 1);
   luaL_requiref(L, "sys", sys_luaopen, 1);
   lua_pop(L, 3);
-  lua_register(L, "check", l_check);
+  lua_register(L, "check", unit_lua_check);
   return L;
 }
 

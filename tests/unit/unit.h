@@ -3,6 +3,8 @@
 #ifndef COGOS_UNIT_H
 #define COGOS_UNIT_H
 
+#include <lauxlib.h>
+#include <lua.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,6 +35,20 @@ static const char *unit_current = "";
 
 #define TEST(name) static void name(void)
 #define RUN(name)  (unit_current = #name, name())
+
+/* check(cond [, message]) for tests written in Lua: counts like CHECK. */
+static inline int unit_lua_check (lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_toboolean(L, 1)) {
+    unit_passed++;
+  } else {
+    unit_failed++;
+    luaL_where(L, 1);
+    fprintf(stderr, "FAIL %s: %s%s\n", unit_current, lua_tostring(L, -1),
+            luaL_optstring(L, 2, "check failed"));
+  }
+  return 0;
+}
 
 static int unit_report (void) {
   printf("%d passed, %d failed\n", unit_passed, unit_failed);
