@@ -18,6 +18,7 @@ function M.excerpt(text)
   return line
 end
 
-function M.short(id) return id and tostring(id):sub(1, 8) or "-" end
+-- Ids are UUIDv7: the first characters are the time, the last ones tell runs apart.
+function M.short(id) return id and tostring(id):sub(-8) or "-" end
 
 return M
