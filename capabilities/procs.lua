@@ -151,6 +151,8 @@ local function check_opts(o)
   for _, k in ipairs({ "max_duration_ms", "max_retries" }) do
     if o[k] ~= nil and not math.tointeger(o[k]) then return "spawn: " .. k .. " must be an integer" end
   end
+  if o.tty ~= nil and type(o.tty) ~= "boolean" then return "spawn: tty must be a boolean" end
+  if o.schema ~= nil and type(o.schema) ~= "table" then return "spawn: schema must be a table of fields" end
   return nil
 end
 
@@ -195,11 +197,18 @@ local function spawn(ctx, o)
     local p = assert(db:process_upsert({
       name = o.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
       model = o.model, priority = o.priority or 0, status = status, parent_process = parent.id,
-      max_duration_ms = o.max_duration_ms, max_retries = o.max_retries,
+      max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, tty = o.tty,
     }))
     for _, g in ipairs(grants) do assert(db:grant_add(p.id, g)) end
-    db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn" })
-    db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn" })
+    -- the private pair carries the spawn's schema (messages both ways are checked)
+    local schema = o.schema and { fields = o.schema } or nil
+    assert(db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn",
+      schema = schema }))
+    assert(db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn",
+      schema = schema }))
+    -- guidance from the parent (read into the child's prompt) and replies to it
+    assert(db:channel_create("cog:from:" .. o.name, { owner = parent.id }))
+    assert(db:channel_create("cog:to:" .. o.name, { owner = p.id }))
     -- handle.send wakes the child: it listens on its parent's channel to it
     assert(db:handler_add(p.id, spawn_channel(parent.id, p.id)))
     for _, ch in ipairs(subs) do assert(db:handler_add(p.id, ch)) end
@@ -286,7 +295,8 @@ return {
   methods = {
     spawn = { op = "spawn",
       doc = "spawn{name=, content=, mode='one_shot'|'daemon', executor='llm'|'lua', model=, priority=, "
-        .. "capabilities={grant = grant | {type=, scope=} | true}, subscribe=, wait_for=, detached=} "
+        .. "capabilities={grant = grant | {type=, scope=} | true}, subscribe=, wait_for=, detached=, tty=, "
+        .. "schema={field = type}} "
         .. "-> handle {id, name} | nil, err   (grants only equal or narrower than yours)",
       fn = spawn },
     list = { op = "list", doc = "list{status=, limit=200} -> {{id, name, mode, status, priority, parent_process}, ...}",
@@ -372,6 +382,29 @@ return {
           out[i] = info
         end
         return json.array(out)
+      end },
+    cog_send = { op = "send", doc = "cog_send(handle, payload) -> {id, channel}   (guidance: cog:from:<name>, "
+        .. "read into the child's next prompt)",
+      fn = function(ctx, h, payload)
+        if type(payload) ~= "table" then return nil, "cog_send: payload must be a table" end
+        local p, err = descendant(ctx, h, "cog_send")
+        if not p then return nil, err end
+        local chan = "cog:from:" .. p.name
+        local r, serr = ctx.db:send(chan, payload,
+          { sender_process = ctx.process.id, sender_run_id = ctx.run and ctx.run.id })
+        if not r then return nil, "cog_send: " .. serr end
+        return { id = r.id, channel = chan }
+      end },
+    cog_recv = { op = "recv", doc = "cog_recv(handle, limit=10) -> {{payload, created_at}, ...}   (cog:to:<name>, "
+        .. "newest first)",
+      fn = function(ctx, h, limit)
+        local p, err = descendant(ctx, h, "cog_recv")
+        if not p then return nil, err end
+        local out = {}
+        for i, m in ipairs(ctx.db:messages("cog:to:" .. p.name, { limit = math.tointeger(limit) or 10 })) do
+          out[i] = { payload = m.payload, created_at = m.created_at }
+        end
+        return out
       end },
     stdin = { op = "stdin", doc = "stdin(handle, text) -> {id, channel}   (wakes a descendant through io:stdin:<name>)",
       fn = function(ctx, h, text)

@@ -73,6 +73,29 @@ describe("the process model", function()
     end
   end)
 
+  it("wires a spawn: typed private channels, cog guidance channels, tty", function()
+    w:boot()
+    create_lua(w, "guide", [[
+      local h = assert(procs.spawn({ name = "typed", content = "print(1)", executor = "lua", mode = "daemon",
+        tty = true, schema = { n = "number" } }))
+      local ok, err = procs.send(h, { n = "x" })
+      print("typed send:", ok, err)
+      assert(procs.send(h, { n = 2 }))
+      assert(procs.cog_send(h, { text = "hint" }))
+      print("cog:", #assert(procs.cog_recv(h)))
+    ]], { "procs" })
+    local runs = finished_run(w, "guide")
+    assert.equal("completed", runs[1].status, runs[1].error)
+    local out = w:ok("cogos run show " .. runs[1].id .. " --json").result.output
+    assert.match("typed send:%s+nil%s+.*does not match the schema", out)
+    assert.match("cog:%s+0", out)
+    assert.equal(true, proc(w, "typed").tty)
+    local names = {}
+    for _, c in ipairs(w:ok("cogos channel list --json")) do names[c.name] = c end
+    assert.truthy(names["cog:from:typed"] and names["cog:to:typed"], "cog channels")
+    assert.equal("hint", w:ok("cogos channel read cog:from:typed --json")[1].payload.text)
+  end)
+
   it("refuses a delegation wider than the parent's grants before writing anything", function()
     w:boot()
     create_lua(w, "scoped", [[
