@@ -41,6 +41,13 @@ int store_push_fail (store_t *s, lua_State *L) {
   return 2;
 }
 
+int store_op_end (store_t *s, lua_State *L, int base, int ok) {
+  if (ok && store_op_commit(s) == 0) return 1;
+  if (!ok) store_op_abort(s);
+  lua_settop(L, base);
+  return store_push_fail(s, L);
+}
+
 /* }============ */
 
 /* {============ statements */

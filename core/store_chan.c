@@ -678,11 +678,7 @@ int store_m_send (store_t *s, lua_State *L, const char *channel, int payload, in
   }
   /* The result is built before the commit, which hands the wake list to the callback. */
   push_send_result(L, r.id, channel, r.deliveries, s->woken + r.woken0, s->nwoken - r.woken0, r.duplicate);
-  if (store_op_commit(s) < 0) {
-    lua_settop(L, base);
-    return store_push_fail(s, L);
-  }
-  return 1;
+  return store_op_end(s, L, base, 1);
 }
 
 /* }============ */

@@ -212,6 +212,11 @@ int64_t store_epoch(store_t *s);
 
 /* Pushes nil, s->err and returns 2: the "expected failure" return of a method. */
 int store_push_fail(store_t *s, lua_State *L);
+
+/* Ends a Lua-facing operation begun with store_op_begin: ok commits and returns
+ * 1 (the result left on the stack); otherwise (or if the commit fails) rolls
+ * back what !ok left, drops the stack to base and pushes nil, err (2). */
+int store_op_end(store_t *s, lua_State *L, int base, int ok);
 /* Encodes the value at idx into s->jb from offset 0. 0, or -1 with s->err
  * prefixed by what ("payload: cannot encode ..."). */
 int store_json(store_t *s, lua_State *L, int idx, const char *what);

@@ -205,15 +205,9 @@ int store_m_process_upsert (store_t *s, lua_State *L, int t) {
   if (rc < 0) goto fail;
   if (runnable && !was_runnable && store_wake_add(s, id) < 0) goto fail;
   if (ensure_io(s, id, name, strlen(name), epoch, now) < 0) goto fail;
-  if (store_op_commit(s) < 0) {
-    lua_settop(L, base);
-    return store_push_fail(s, L);
-  }
-  return 1;
+  return store_op_end(s, L, base, 1);
 fail:
-  store_op_abort(s);
-  lua_settop(L, base);
-  return store_push_fail(s, L);
+  return store_op_end(s, L, base, 0);
 }
 
 int store_m_process_get (store_t *s, lua_State *L, const char *name_or_id) {
@@ -405,15 +399,9 @@ int store_m_capability_upsert (store_t *s, lua_State *L, int t) {
   if (rc == 0) store_vals_push(L, T, vals);
   store_reset(s, sel);
   if (rc < 0) goto fail;
-  if (store_op_commit(s) < 0) {
-    lua_settop(L, base);
-    return store_push_fail(s, L);
-  }
-  return 1;
+  return store_op_end(s, L, base, 1);
 fail:
-  store_op_abort(s);
-  lua_settop(L, base);
-  return store_push_fail(s, L);
+  return store_op_end(s, L, base, 0);
 }
 
 int store_m_capability_get (store_t *s, lua_State *L, const char *name) {

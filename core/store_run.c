@@ -208,15 +208,9 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
     store_bind_text(s, q, 3, message);
     if (store_exec_q(s, q) < 0) goto fail;
   }
-  if (store_op_commit(s) < 0) {
-    lua_settop(L, base);
-    return store_push_fail(s, L);
-  }
-  return 1;
+  return store_op_end(s, L, base, 1);
 fail:
-  store_op_abort(s);
-  lua_settop(L, base);
-  return store_push_fail(s, L);
+  return store_op_end(s, L, base, 0);
 }
 
 static int has_pending (store_t *s, const char *process) {
