@@ -77,7 +77,10 @@ int store_m_channel_create (store_t *s, lua_State *L, const char *name, int t) {
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
   int found = store_chan_find(s, name, id);
   if (found < 0) goto fail;
-  if (found == 0) { /* new; an existing channel is returned untouched (never clobbered) */
+  if (found == 0 && (found = store_io_create(s, name, id)) != 0) {
+    if (found < 0) goto fail;
+    found = 0; /* a process's io channel, made as its first use makes it */
+  } else if (found == 0) { /* new; an existing channel is returned untouched (never clobbered) */
     if (owner && store_proc_find(s, owner, &p) <= 0) goto fail;
     if (schema_name) {
       store_q *q = store_q_get(s, "SELECT id FROM schema WHERE name = ?");
@@ -489,9 +492,16 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, a->channel);
   int rc = store_step(s, q);
+  if (rc == STORE_DONE) { /* a process's first use of its io channel makes it */
+    store_reset(s, q);
+    int made = store_io_create(s, a->channel, chan);
+    if (made == 0) store_failf(s, "unknown channel '%s'", a->channel);
+    if (made <= 0) return -1;
+    store_bind_text(s, q, 1, a->channel);
+    rc = store_step(s, q);
+  }
   if (rc != STORE_ROW) {
     store_reset(s, q);
-    if (rc == STORE_DONE) store_failf(s, "unknown channel '%s'", a->channel);
     return -1;
   }
   store_col_copy(s, q, 0, chan, sizeof chan);
@@ -687,7 +697,16 @@ int store_m_messages (store_t *s, lua_State *L, const char *channel, int t) {
   int64_t limit = store_opt_int(L, t, "limit", 100, NULL);
   const char *since = store_opt_string(L, t, "since", NULL);
   store_id chan;
-  if (store_chan_find(s, channel, chan) <= 0) return store_push_fail(s, L);
+  int found = store_chan_find(s, channel, chan);
+  if (found == 0) { /* a process's io channel not used yet has no messages */
+    int latent = store_io_is_latent(s, channel);
+    if (latent == 1) {
+      lua_newtable(L);
+      return 1;
+    }
+    if (latent == 0) store_failf(s, "unknown channel '%s'", channel);
+  }
+  if (found <= 0) return store_push_fail(s, L);
 #define MESSAGE_COLS                                                                               \
   "SELECT m.id AS id, c.name AS channel, m.sender_process AS sender_process, "                     \
   "m.sender_run_id AS sender_run_id, m.payload AS payload, m.idempotency_key AS idempotency_key, " \
@@ -723,7 +742,7 @@ int store_m_handler_add (store_t *s, lua_State *L, const char *process, const ch
   char now[STORE_TS_LEN + 1];
   store_now(s, now);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
-  if (store_proc_find(s, process, &p) <= 0 || (!pattern && store_chan_find(s, channel, chan) <= 0)) goto fail;
+  if (store_proc_find(s, process, &p) <= 0 || (!pattern && store_chan_open(s, channel, chan) <= 0)) goto fail;
   /* Idempotent per (process, channel or pattern): re-enables, sets the predicate. */
   store_q *q =
       pattern

@@ -238,6 +238,14 @@ int store_disable_tree(store_t *s, lua_State *L, const char *pid, const char *no
 
 /* Channel id by name: 1, 0 (s->err "unknown channel 'x'"), -1. */
 int store_chan_find(store_t *s, const char *name, store_id id);
+/* The same, for a write: a process's latent io channel is created first. */
+int store_chan_open(store_t *s, const char *name, store_id id);
+/* io:stdin|stdout|stderr:<process name> of an existing process (store_proc.c):
+ * store_io_create makes it (stdin: with the process's handler): 1, 0 when
+ * the name is no process's io channel, -1; store_io_is_latent: 1 when it
+ * could be made (a reader sees it empty), 0, -1. */
+int store_io_create(store_t *s, const char *name, store_id id);
+int store_io_is_latent(store_t *s, const char *name);
 
 /* {============ sends (store_chan.c), schemas (store_valid.c), waits (store_wait.c) */
 

@@ -70,7 +70,7 @@ static int sq_open (store_t *s, const char *path, int sync_full) {
    * copied back once for many commits instead of once for a few. */
   if (sq_exec(s, "PRAGMA journal_mode = WAL") < 0 || sq_exec(s, "PRAGMA foreign_keys = ON") < 0 ||
       sq_exec(s, sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL") < 0 ||
-      sq_exec(s, "PRAGMA wal_autocheckpoint = 8000") < 0 ||
+      sq_exec(s, "PRAGMA wal_autocheckpoint = 8000") < 0 || sq_exec(s, "PRAGMA temp_store = MEMORY") < 0 ||
       sqlite3_prepare_v3(c->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &c->begin, NULL) ||
       sqlite3_prepare_v3(c->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &c->commit, NULL) ||
       sqlite3_prepare_v3(c->db, "ROLLBACK", -1, SQLITE_PREPARE_PERSISTENT, &c->rollback, NULL)) {

@@ -172,11 +172,6 @@ TEST(test_process_upsert) {
       "check(json.encode(d.metadata) == '{\"a\":[],\"b\":{},\"c\":[1,2]}')\n"
       "check(d.created_at:match('^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$') ~= nil, d.created_at)\n"
       "check(#wakes() == 0)\n" /* a waiting daemon wakes nobody */
-      /* io channels and the stdin handler */
-      "for _, io in ipairs{'stdin', 'stdout', 'stderr'} do\n"
-      "  local c = db:channel_get('io:' .. io .. ':d1'); check(c and c.owner == d.id and c.channel_type == 'implicit')\n"
-      "end\n"
-      "local hs = db:handler_list{process = 'd1'}; check(#hs == 1 and hs[1].channel == 'io:stdin:d1')\n"
       /* one_shot starts runnable and wakes */
       "local o = assert(db:process_upsert{name = 'o1', content = 'hi', tty = true, max_retries = 3})\n"
       "check(o.mode == 'one_shot' and o.status == 'runnable' and o.runnable_since ~= nil and o.tty == true)\n"
@@ -189,8 +184,8 @@ TEST(test_process_upsert) {
       "check(same_row(d2, db:process_get('d1')))\n"
       "check(d2.id == d.id and d2.created_at == d.created_at and d2.content == 'new' and d2.priority == 2.5)\n"
       "check(d2.metadata.b ~= nil and json.is_array(d2.metadata.a))\n"
-      "check(tonumber(sql(\"SELECT count(*) FROM channel WHERE name LIKE 'io:%:d1'\")) == 3)\n"
-      "check(tonumber(sql(\"SELECT count(*) FROM handler WHERE process = '\" .. d.id .. \"'\")) == 1)\n"
+      "check(tonumber(sql(\"SELECT count(*) FROM channel WHERE name LIKE 'io:%:d1'\")) == 0)\n"
+      "check(tonumber(sql(\"SELECT count(*) FROM handler WHERE process = '\" .. d.id .. \"'\")) == 0)\n"
       /* parent: given sets it, absent keeps it, json.null clears it */
       "local c1 = assert(db:process_upsert{name = 'c1', parent_process = 'd1'}); check(c1.parent_process == d.id)\n"
       "c1 = assert(db:process_upsert{name = 'c1', content = 'x'}); check(c1.parent_process == d.id)\n"
@@ -608,21 +603,40 @@ TEST(test_channels_handlers) {
       "check(fails(\"unknown channel 'y'\", db:channel_get('y')))\n"
       "check(db:channel_create('a', {inline_schema = {fields = {}}}).inline_schema.fields ~= nil)\n"
       "local names = {} for _, ch in ipairs(db:channel_list()) do names[#names + 1] = ch.name end\n"
-      "check(table.concat(names, ',') == 'a,io:stderr:p,io:stdin:p,io:stdout:p,x', table.concat(names, ','))\n"
+      "check(table.concat(names, ',') == 'a,x', table.concat(names, ','))\n"
       /* handlers */
       "local h = assert(db:handler_add('p', 'x')); check(h.channel == 'x' and h.channel_id == c.id and h.enabled == true)\n"
       "check(h.process == p.id and h.pattern == nil)\n"
       "local h2 = db:handler_add(p.id, 'x'); check(h2.id == h.id)\n"
       "check(fails(\"unknown channel 'nope'\", db:handler_add('p', 'nope')))\n"
       "check(fails(\"unknown process 'q'\", db:handler_add('q', 'x')))\n"
-      "check(#db:handler_list{process = 'p'} == 2 and #db:handler_list() == 2)\n"
+      "check(#db:handler_list{process = 'p'} == 1 and #db:handler_list() == 1)\n"
       "check(db:handler_remove(h.id) == true)\n"
       "check(fails(\"unknown handler '\" .. h.id .. \"'\", db:handler_remove(h.id)))\n"
       "check(db:send('x', {a = 's'}).deliveries == 0)\n"
-      "check(#db:handler_list{process = 'p'} == 1)\n"
+      "check(#db:handler_list{process = 'p'} == 0)\n"
       "check(fails(\"unknown process 'q'\", db:handler_list{process = 'q'}))\n"
       /* stdin wakes the process through its own handler */
       "local s = db:send('io:stdin:p', {text = 'hello'}); check(s.deliveries == 1 and s.woken[1] == p.id)\n");
+  done(L);
+}
+
+TEST(test_io_channels) {
+  lua_State *L = new_state();
+  run(L,
+      /* io channels: latent until first used, then owned by the process; stdin with its handler */
+      "local q = daemon('q1'); check(#db:channel_list() == 0 and #db:handler_list{process = 'q1'} == 0)\n"
+      "check(#db:messages('io:stdout:q1') == 0)\n" /* a reader sees a latent channel empty */
+      "check(fails(\"unknown channel 'io:stdout:nobody'\", db:messages('io:stdout:nobody')))\n"
+      "check(fails(\"unknown channel 'io:stdout:nobody'\", db:send('io:stdout:nobody', {})))\n"
+      "check(db:send('io:stdout:q1', {text = 'out'}).deliveries == 0)\n"
+      "check(db:handler_add('q1', 'io:stderr:q1').channel == 'io:stderr:q1')\n"
+      "check(db:send('io:stdin:q1', {text = 'in'}).deliveries == 1)\n"
+      "for _, io in ipairs{'stdin', 'stdout', 'stderr'} do\n"
+      "  local c = db:channel_get('io:' .. io .. ':q1'); check(c and c.owner == q.id and c.channel_type == 'implicit')\n"
+      "end\n"
+      "local hs = db:handler_list{process = 'q1'}; check(#hs == 2 and hs[1].channel:match('^io:std') and hs[2].channel:match('^io:std'))\n"
+      "check(#db:messages('io:stdout:q1') == 1 and #db:messages('io:stdin:q1') == 1)\n");
   done(L);
 }
 
@@ -662,7 +676,7 @@ TEST(test_epochs_wipe) {
   lua_State *L = new_state();
   run(L,
       "local old = daemon('p', {status = 'runnable'})\n"
-      "db:file_write('k', 'v') db:channel_create('c') db:send('c', {})\n"
+      "db:file_write('k', 'v') db:channel_create('c') db:send('c', {}) db:send('io:stdin:p', {})\n"
       "db:meta_set('epoch', '1')\n"
       "check(fails(\"unknown process 'p'\", db:process_get('p')))\n"
       "check(db:process_get(old.id).epoch == 0)\n" /* by id: any epoch */
@@ -774,9 +788,18 @@ TEST(test_lua_errors_inside_rules) {
       "  setlimit()\n"
       "  if done then ok = ok + 1 else oom = oom + 1 end\n"
       "  local p = db:process_get(name)\n"
-      "  local chans = tonumber(sql(\"SELECT count(*) FROM channel WHERE name LIKE 'io:%:\" .. name .. \"'\"))\n"
-      "  check((p ~= nil and chans == 3) or (p == nil and chans == 0), name)\n"
       "  if done then check(p ~= nil, name) end\n"
+      /* a first use of stdin makes the channel and the handler with the message, or nothing */
+      "  if p then\n"
+      "    setlimit(i * 24)\n"
+      "    pcall(db.send, db, 'io:stdin:' .. name, {i = i})\n"
+      "    setlimit()\n"
+      "    local where = \" WHERE c.name = 'io:stdin:\" .. name .. \"'\"\n"
+      "    local chans = tonumber(sql(\"SELECT count(*) FROM channel c\" .. where))\n"
+      "    local hs = tonumber(sql(\"SELECT count(*) FROM handler h JOIN channel c ON c.id = h.channel\" .. where))\n"
+      "    local ms = tonumber(sql(\"SELECT count(*) FROM channel_message m JOIN channel c ON c.id = m.channel\" .. where))\n"
+      "    check((chans == 1 and hs == 1 and ms == 1) or (chans == 0 and hs == 0 and ms == 0), name)\n"
+      "  end\n"
       "end\n"
       "check(oom > 0 and ok > 0, oom .. ' failed, ' .. ok .. ' done')\n"
       /* the same for send: a message exists with all its deliveries, or not at all */
@@ -900,7 +923,7 @@ TEST(test_waits) {
       "check(w.status == 'pending' and w.type == 'wait_all' and #w.pending == 2 and w.run == nil and w.process == P.id)\n"
       "check(db:wait_get('P').id == w.id)\n"
       /* the waiter listens on each child's exit channel */
-      "check(#db:handler_list{process = 'P'} == 3)\n"
+      "check(#db:handler_list{process = 'P'} == 2)\n"
       "wakes()\n"
       "finish('A'); check(db:process_get('P').status == 'waiting' and #wakes() == 0)\n"
       /* the exit the wait accounted for is consumed: it will not wake P again */
@@ -1210,6 +1233,7 @@ int main (void) {
   RUN(test_files);
   RUN(test_capabilities_grants);
   RUN(test_channels_handlers);
+  RUN(test_io_channels);
   RUN(test_transactions);
   RUN(test_epochs_wipe);
   RUN(test_runnable);
