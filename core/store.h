@@ -24,8 +24,10 @@
  *                     max_duration_ms=, max_retries=, retry_backoff_ms=, resources={names},
  *                     metadata=, parent_process=, tty=, ...}
  *        -> row   (upsert by name: keeps id, and the parent unless parent_process is given
- *                  (a name or id; json.null clears it): reparenting is real; ensures io:stdin|stdout|stderr:<name>
- *                  and a handler of the process on io:stdin:<name>)
+ *                  (a name or id; json.null clears it): reparenting is real. Its channels
+ *                  io:stdin|stdout|stderr:<name> are made on first use (a send, handler_add,
+ *                  channel_create), stdin with the process's handler; until then messages()
+ *                  reads them empty)
  *   db:process_get(name_or_id) -> row | nil, "unknown process 'x'"
  *   db:process_list{status=, all_epochs=} -> rows
  *   db:process_set_status(id, status) -> row   (runnable_since rules)
