@@ -50,6 +50,7 @@ static struct {
   int db_ref, run_ref;
   char node_id[64];
   int slots, running;
+  store_t *store; /* the dispatcher's db (anchored by db_ref) */
   uint64_t rng;       /* splitmix64 state of the selection draws */
   sched_task *parked; /* runs parked in a wait, newest first */
   int nparked;
@@ -101,7 +102,15 @@ static void task_step (sched_task *t) {
     t->started = 1;
     nargs = lua_gettop(co) - 1; /* the function itself sits below its arguments */
   }
+  /* A slice's writes share one commit (store.h, group commit): the next task
+   * sees them committed. A failed commit lost writes the task saw succeed:
+   * the node stops, and the lease recovers its runs (never half a slice). */
+  if (S.store) store_group_open(S.store);
   int status = lua_resume(co, S.L, nargs, &nres);
+  if (S.store && store_group_close(S.store) < 0) {
+    fprintf(stderr, "cogos: store commit failed, stopping the node: %s\n", store_error(S.store));
+    exit(1);
+  }
   if (status == LUA_YIELD) {
     int waiting = nres == 1 && lua_touserdata(co, -1) == (void *)&wait_token;
     lua_pop(co, nres);
@@ -488,6 +497,7 @@ static int l_sched_start (lua_State *L) {
   lua_pushvalue(L, 2);
   S.run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   store_set_wake(store, store_woke, NULL);
+  S.store = store;
   sched_wake();
   return 0;
 }

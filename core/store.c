@@ -261,6 +261,12 @@ static int sp_run (store_t *s, const char *const *tab, const char *verb, int lvl
 
 int store_begin (store_t *s) {
   if (s->depth >= STORE_MAX_NEST) return store_failf(s, "store: transactions nested too deep");
+  if (s->group && s->depth == 0) { /* the group's transaction, begun by its first operation */
+    if (s->drv->begin(s) < 0) return -1;
+    s->wake_mark[0] = s->nwoken;
+    s->depth = 1;
+    s->group_txn = 1;
+  }
   int r = s->depth == 0 ? s->drv->begin(s) : sp_run(s, sp_begin, "SAVEPOINT", s->depth);
   if (r < 0) return -1;
   s->wake_mark[s->depth] = s->nwoken;
@@ -286,10 +292,12 @@ int store_commit (store_t *s) {
       s->drv->rollback(s);
       memcpy(s->err, msg, sizeof msg);
       s->depth = 0;
+      s->group_txn = 0;
       s->nwoken = 0;
       return -1;
     }
     s->depth = 0;
+    s->group_txn = 0;
     flush_wakes(s);
     return 0;
   }
@@ -303,6 +311,7 @@ int store_rollback (store_t *s) {
   int r;
   if (s->depth == 1) {
     r = s->drv->rollback(s);
+    s->group_txn = 0;
   } else {
     /* ROLLBACK TO keeps the savepoint open: release it too. */
     r = sp_run(s, sp_rollback, "ROLLBACK TO", s->depth - 1);
@@ -745,6 +754,18 @@ void store_close (store_t *s) {
   free(s->gen_sql);
   json_buf_free(&s->jb);
   free(s);
+}
+
+const char *store_error (store_t *s) { return s->err; }
+
+void store_group_open (store_t *s) { s->group++; }
+
+int store_group_close (store_t *s) {
+  if (s->group > 0) s->group--;
+  /* Nested groups share the outermost; a transaction the Lua code left open
+   * (depth > 1) keeps the group's open until it is closed. */
+  if (s->group > 0 || !s->group_txn || s->depth != 1) return 0;
+  return store_commit(s);
 }
 
 void store_set_wake (store_t *s, store_wake_fn fn, void *ud) {

@@ -192,5 +192,13 @@ typedef void (*store_wake_fn)(void *ud, const char *process_id);
 /* The store behind the db userdata at idx (raises if it is not one). */
 store_t *store_check(lua_State *L, int idx);
 void store_set_wake(store_t *s, store_wake_fn fn, void *ud);
+/* Group commit. Between open and close (the node brackets each slice of a
+ * task with them) operations share one transaction, begun by the first and
+ * committed by the close; each stays atomic (a savepoint) and wake callbacks
+ * run after the group's commit. Nests. close: 0, or -1 when the commit
+ * failed and the group's writes are gone (s->err). */
+void store_group_open(store_t *s);
+int store_group_close(store_t *s);
+const char *store_error(store_t *s);
 
 #endif

@@ -51,7 +51,11 @@ typedef struct store_driver {
 const store_driver *store_sqlite_driver(void);
 
 /* Lua methods of the db object defined outside lstore.c. */
-extern const luaL_Reg store_obs_methods[]; /* store_obs.c: events, alerts, budgets */
+extern const luaL_Reg store_obs_methods[]; /* store_obs.c: events, alerts, budgets, and
+                                              the executor registry's methods below */
+int store_executor_l_register(lua_State *L); /* store_executor.c */
+int store_executor_l_list(lua_State *L);
+int store_executor_l_set_status(lua_State *L);
 
 /* }============ */
 
@@ -112,6 +116,8 @@ struct store {
   int nactive;  /* statements stepped and not reset */
   int depth;    /* transaction nesting */
   int op_depth; /* depth of the rule in progress; nonzero after a Lua error inside one */
+  int group;    /* store_group_open nesting: operations share one transaction */
+  int group_txn; /* that transaction is begun (depth 1 is the group's) */
   size_t wake_mark[STORE_MAX_NEST + 1];
   store_id *woken; /* processes made runnable, called back after the outermost commit */
   size_t nwoken, capwoken;
@@ -203,6 +209,7 @@ int store_wake_add(store_t *s, const char *process_id);
 void store_now(store_t *s, char out[STORE_TS_LEN + 1]);
 void store_ts_add_ms(const char *ts, int64_t ms, char out[STORE_TS_LEN + 1]);
 void store_ts_from_ms(int64_t ms, char out[STORE_TS_LEN + 1]); /* store_run.c */
+int64_t store_ts_ms(const char *ts);                            /* store_run.c: ms since 1970 */
 int64_t store_now_ms(void);
 void store_uuid(store_t *s, char out[STORE_ID_LEN + 1]);
 int store_is_uuid(const char *v, size_t n);
@@ -295,6 +302,26 @@ int store_res_release(store_t *s, lua_State *L, const char *run_id, const char *
 /* For a dispatch: 1 available (and, with run_id, acquired for that run), 0 not
  * available (s->err: "resource 'x' exhausted"), -1. */
 int store_res_acquire(store_t *s, lua_State *L, const char *process, const char *run_id, int64_t now_ms);
+
+/* The executor registry (store_executor.c). T6 for process p and the node
+ * node_id (NULL: none): 1 the node may run it (no required tags, or it carries
+ * them all); 0 it may not, but a running executor carries them all (nothing
+ * changes); 2 no running executor carries them all: with block, p is set
+ * blocked and system:executor:error:missing-tags hears of it. With 0 and 2
+ * s->err says why. -1 on error. */
+int store_executor_gate(store_t *s, lua_State *L, const store_proc *p, const char *node_id, int block,
+                        const char *now);
+/* The executor's heartbeat (a stale one is idle again); nothing when unknown. */
+int store_executor_beat(store_t *s, const char *executor_id, const char *now);
+/* Sets the executor's status when it is registered: 0 or -1. */
+int store_executor_mark(store_t *s, const char *executor_id, const char *status);
+/* Running executors silent for three of their heartbeat intervals -> stale. */
+int store_executor_reap(store_t *s, lua_State *L, int64_t now_ms);
+
+/* Sends payload to channel (created when missing) as the system itself: no
+ * sender, no schema or closed check (store_cron.c). 0 or -1. */
+int store_post_system(store_t *s, lua_State *L, const char *channel, const char *payload, size_t plen,
+                      const char *now);
 
 /* Pushes {fields = ...} for the definition at idx (a field dict or {fields=}),
  * every type name checked (self: the schema being defined); -1 with s->err. */

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* s->db: the connection and its transaction statements (prepared once: parsing
  * BEGIN/COMMIT on every rule would cost more than running them). */
@@ -41,6 +42,20 @@ static void sq_close (store_t *s) {
   s->db = NULL;
 }
 
+/* Waits for another connection's write lock: 50 µs doubling to 1 ms, up to
+ * 5 s in all. SQLite's own timeout handler sleeps 1, 2, 5, 10 ms..., so a
+ * writer waiting on a short transaction (a node's slice) would sleep far
+ * longer than the transaction lasts. */
+static int sq_busy (void *ud, int n) {
+  (void)ud;
+  int64_t us = n < 5 ? 50 << n : 1000;
+  int64_t waited = n < 5 ? 50 * ((1 << n) - 1) : 1550 + (int64_t)(n - 5) * 1000;
+  if (waited >= 5000000) return 0;
+  struct timespec ts = {0, (long)us * 1000};
+  nanosleep(&ts, NULL);
+  return 1;
+}
+
 static int sq_open (store_t *s, const char *path, int sync_full) {
   /* Memory statistics take a global mutex on every allocation; we never read
    * them. This only works before SQLite initialises, hence the first open. */
@@ -60,7 +75,7 @@ static int sq_open (store_t *s, const char *path, int sync_full) {
     sq_close(s);
     return -1;
   }
-  sqlite3_busy_timeout(c->db, 5000);
+  sqlite3_busy_handler(c->db, sq_busy, NULL);
   /* A larger lookaside: statement cursors and records come from it, not malloc. */
   sqlite3_db_config(c->db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 512, 2048);
   sqlite3_extended_result_codes(c->db, 1);

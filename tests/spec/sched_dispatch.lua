@@ -6,6 +6,8 @@
 --          band): it stays parked until its child exits
 --   check_killed / check_reaped  node.check_parked resumes a parked run whose process
 --          was disabled / whose run the reaper ended
+--   group  a run's writes commit together when it yields (group commit): a second
+--          connection sees none of them before, all of them after
 -- Prints one JSON line.
 
 local core = require "cogos.core"
@@ -72,6 +74,19 @@ elseif mode == "repark" then
       db:run_finish(run.id, { status = "completed" })
     end
   end, { node_id = "test", slots = 4, seed = seed })
+elseif mode == "group" then
+  db:process_upsert({ name = "writer", executor = "lua", status = "runnable" })
+  local other = assert(core.store.open(path))
+  local function seen() return #other:file_list() end
+  core.sched.start(db, function(run)
+    assert(db:file_write("a", "1"))
+    assert(db:file_write("b", "2"))
+    out.before_yield = seen()
+    core.sched.sleep(1)
+    out.after_yield = seen()
+    db:run_finish(run.id, { status = "completed" })
+    core.loop.stop()
+  end, { node_id = "test", slots = 1, seed = seed })
 elseif mode == "check_killed" or mode == "check_reaped" then
   local node = require "cogos.node"
   local parent = db:process_upsert({ name = "parent", executor = "lua", status = "runnable" })

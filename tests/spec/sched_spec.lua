@@ -190,6 +190,12 @@ describe("the dispatcher", function()
     assert.match("the run ended while it waited %(timeout%)", r.err)
   end)
 
+  it("commits a run's writes together when it yields (group commit)", function()
+    local r = dispatch_script("group", 1)
+    assert.equal(0, r.before_yield)
+    assert.equal(2, r.after_yield)
+  end)
+
   it("keeps a parked run parked when its process is woken while the wait is pending", function()
     local r = dispatch_script("repark", 1)
     assert.truthy(r.second_dispatch)

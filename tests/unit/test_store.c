@@ -49,6 +49,16 @@ static int l_sql (lua_State *L) {
   return 1;
 }
 
+static int l_group_open (lua_State *L) {
+  store_group_open(store_check(L, 1));
+  return 0;
+}
+
+static int l_group_close (lua_State *L) {
+  lua_pushboolean(L, store_group_close(store_check(L, 1)) == 0);
+  return 1;
+}
+
 /* The wake callback records process ids; wakes() returns and clears them. */
 static char woken[64][40];
 static int nwoken;
@@ -107,6 +117,8 @@ static lua_State *new_state (void) {
   lua_register(L, "check", unit_lua_check);
   lua_register(L, "sql", l_sql);
   lua_register(L, "wakes", l_wakes);
+  lua_register(L, "group_open", l_group_open);
+  lua_register(L, "group_close", l_group_close);
   lua_register(L, "sleep_ms", l_sleep_ms);
   lua_pushstring(L, dbpath);
   lua_setglobal(L, "DBPATH");
@@ -618,6 +630,32 @@ TEST(test_channels_handlers) {
       "check(fails(\"unknown process 'q'\", db:handler_list{process = 'q'}))\n"
       /* stdin wakes the process through its own handler */
       "local s = db:send('io:stdin:p', {text = 'hello'}); check(s.deliveries == 1 and s.woken[1] == p.id)\n");
+  done(L);
+}
+
+TEST(test_group_commit) {
+  lua_State *L = new_state();
+  run(L,
+      "local function count(sql_from) return tonumber(sql('SELECT count(*) FROM ' .. sql_from)) end\n"
+      "wakes() group_open(db)\n"
+      "local a = assert(db:process_upsert{name = 'ga'})\n" /* a one_shot: runnable, a wake-up */
+      "check(count(\"process WHERE name = 'ga'\") == 0 and #wakes() == 0)\n" /* not committed yet */
+      "check(fails('process name must not be empty', db:process_upsert{name = ''}))\n"
+      "db:begin() db:process_upsert{name = 'gb'} db:rollback()\n" /* a nested rollback undoes its own part */
+      "check(db:file_write('gk', 'v'))\n"
+      "check(count(\"file WHERE key = 'gk'\") == 0)\n"
+      "check(group_close(db))\n"
+      "check(count(\"process WHERE name = 'ga'\") == 1 and count(\"process WHERE name = 'gb'\") == 0)\n"
+      "check(count(\"file WHERE key = 'gk'\") == 1)\n"
+      "local w = wakes(); check(#w == 1 and w[1] == a.id)\n" /* after the group's commit */
+      /* nested groups share the outermost */
+      "group_open(db) group_open(db) db:file_write('gk2', 'v') check(group_close(db))\n"
+      "check(count(\"file WHERE key = 'gk2'\") == 0) check(group_close(db))\n"
+      "check(count(\"file WHERE key = 'gk2'\") == 1)\n"
+      /* a group with no operation holds no lock: another connection writes meanwhile */
+      "group_open(db) check(pcall(sql, \"INSERT INTO meta (key, value) VALUES ('g', 'x')\")) check(group_close(db))\n"
+      /* outside a group every operation commits at once */
+      "db:file_write('gk3', 'v') check(count(\"file WHERE key = 'gk3'\") == 1)\n");
   done(L);
 }
 
@@ -1234,6 +1272,7 @@ int main (void) {
   RUN(test_capabilities_grants);
   RUN(test_channels_handlers);
   RUN(test_io_channels);
+  RUN(test_group_commit);
   RUN(test_transactions);
   RUN(test_epochs_wipe);
   RUN(test_runnable);
