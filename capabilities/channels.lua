@@ -86,9 +86,8 @@ return {
       fn = function(ctx, name, limit)
         local n, err = need_name("read", name)
         if not n then return nil, err end
-        local ch, cerr = ctx.db:channel_get(name)
-        if not ch then return nil, cerr end
-        local rows = ctx.db:messages(name, { limit = math.max(1, math.min(math.tointeger(limit) or 100, 1000)) })
+        local rows, rerr = ctx.db:messages(name, { limit = math.max(1, math.min(math.tointeger(limit) or 100, 1000)) })
+        if not rows then return nil, rerr end
         local out = {}
         for i, m in ipairs(rows) do out[i] = { id = m.id, payload = m.payload, created_at = m.created_at } end
         return out

@@ -200,17 +200,17 @@ local function spawn(ctx, o)
       max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, tty = o.tty,
     }))
     for _, g in ipairs(grants) do assert(db:grant_add(p.id, g)) end
-    -- the private pair carries the spawn's schema (messages both ways are checked)
-    local schema = o.schema and { fields = o.schema } or nil
-    assert(db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn",
-      schema = schema }))
-    assert(db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn",
-      schema = schema }))
-    -- guidance from the parent (read into the child's prompt) and replies to it
-    assert(db:channel_create("cog:from:" .. o.name, { owner = parent.id }))
-    assert(db:channel_create("cog:to:" .. o.name, { owner = p.id }))
-    -- handle.send wakes the child: it listens on its parent's channel to it
-    assert(db:handler_add(p.id, spawn_channel(parent.id, p.id)))
+    -- The private pair spawn:parent→child (the child handles it: handle.send wakes
+    -- it) and spawn:child→parent, and the guidance pair cog:from/cog:to:<name>, are
+    -- implicit channels, made on first use; a schema (checked on messages both ways)
+    -- makes the private pair now.
+    if o.schema then
+      local schema = { fields = o.schema }
+      assert(db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn",
+        schema = schema }))
+      assert(db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn",
+        schema = schema }))
+    end
     for _, ch in ipairs(subs) do assert(db:handler_add(p.id, ch)) end
     if #wait_ids > 0 then
       -- The targets report to the caller: the child listens on those exit channels.

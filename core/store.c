@@ -624,7 +624,7 @@ int store_chan_find (store_t *s, const char *name, store_id id) {
 int store_chan_open (store_t *s, const char *name, store_id id) {
   int r = store_chan_find(s, name, id);
   if (r != 0) return r;
-  if ((r = store_io_create(s, name, id)) == 0) store_failf(s, "unknown channel '%s'", name);
+  if ((r = store_implicit_create(s, name, id)) == 0) store_failf(s, "unknown channel '%s'", name);
   return r;
 }
 

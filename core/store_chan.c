@@ -77,10 +77,7 @@ int store_m_channel_create (store_t *s, lua_State *L, const char *name, int t) {
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
   int found = store_chan_find(s, name, id);
   if (found < 0) goto fail;
-  if (found == 0 && (found = store_io_create(s, name, id)) != 0) {
-    if (found < 0) goto fail;
-    found = 0; /* a process's io channel, made as its first use makes it */
-  } else if (found == 0) { /* new; an existing channel is returned untouched (never clobbered) */
+  if (found == 0) { /* new; an existing channel is returned untouched (never clobbered) */
     if (owner && store_proc_find(s, owner, &p) <= 0) goto fail;
     if (schema_name) {
       store_q *q = store_q_get(s, "SELECT id FROM schema WHERE name = ?");
@@ -112,7 +109,7 @@ int store_m_channel_create (store_t *s, lua_State *L, const char *name, int t) {
     store_bind_text(s, q, 6, type);
     store_bind_int(s, q, 7, auto_close);
     store_bind_text(s, q, 8, now);
-    if (store_exec_q(s, q) < 0) goto fail;
+    if (store_exec_q(s, q) < 0 || store_implicit_adopt(s, name, now) < 0) goto fail;
   }
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   if (push_channel(s, L, name) < 0) return store_push_fail(s, L);
@@ -492,9 +489,9 @@ int store_send (store_t *s, lua_State *L, const store_send_args *a, store_send_r
   if (q == NULL) return -1;
   store_bind_text(s, q, 1, a->channel);
   int rc = store_step(s, q);
-  if (rc == STORE_DONE) { /* a process's first use of its io channel makes it */
+  if (rc == STORE_DONE) { /* an implicit channel's first use makes it */
     store_reset(s, q);
-    int made = store_io_create(s, a->channel, chan);
+    int made = store_implicit_create(s, a->channel, chan);
     if (made == 0) store_failf(s, "unknown channel '%s'", a->channel);
     if (made <= 0) return -1;
     store_bind_text(s, q, 1, a->channel);
@@ -698,8 +695,8 @@ int store_m_messages (store_t *s, lua_State *L, const char *channel, int t) {
   const char *since = store_opt_string(L, t, "since", NULL);
   store_id chan;
   int found = store_chan_find(s, channel, chan);
-  if (found == 0) { /* a process's io channel not used yet has no messages */
-    int latent = store_io_is_latent(s, channel);
+  if (found == 0) { /* an implicit channel not used yet has no messages */
+    int latent = store_implicit_latent(s, channel);
     if (latent == 1) {
       lua_newtable(L);
       return 1;

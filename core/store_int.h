@@ -245,14 +245,18 @@ int store_disable_tree(store_t *s, lua_State *L, const char *pid, const char *no
 
 /* Channel id by name: 1, 0 (s->err "unknown channel 'x'"), -1. */
 int store_chan_find(store_t *s, const char *name, store_id id);
-/* The same, for a write: a process's latent io channel is created first. */
+/* The same, for a write: an implicit channel not made yet is made first. */
 int store_chan_open(store_t *s, const char *name, store_id id);
-/* io:stdin|stdout|stderr:<process name> of an existing process (store_proc.c):
- * store_io_create makes it (stdin: with the process's handler): 1, 0 when
- * the name is no process's io channel, -1; store_io_is_latent: 1 when it
- * could be made (a reader sees it empty), 0, -1. */
-int store_io_create(store_t *s, const char *name, store_id id);
-int store_io_is_latent(store_t *s, const char *name);
+/* Implicit channels (store_implicit.c): a process's channels made on first
+ * use. create makes one (with its handler, if it has one): 1, 0 when name is
+ * no implicit channel, -1. latent: 1 when name is one not made yet (a reader
+ * sees it empty), 0, -1. adopt: channel_create just made name: it gets the
+ * implicit owner if it has none, and the implicit handler; 0 or -1.
+ * handler: pid handles the channel named cname (when it exists); 0 or -1. */
+int store_implicit_create(store_t *s, const char *name, store_id id);
+int store_implicit_latent(store_t *s, const char *name);
+int store_implicit_adopt(store_t *s, const char *name, const char *now);
+int store_implicit_handler(store_t *s, const char *pid, const char *cname, int64_t epoch, const char *now);
 
 /* {============ sends (store_chan.c), schemas (store_valid.c), waits (store_wait.c) */
 

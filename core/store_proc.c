@@ -59,70 +59,6 @@ static int val_is (const store_val *v, const char *text) {
   return v->state == STORE_VTEXT && v->n == strlen(text) && memcmp(v->s, text, v->n) == 0;
 }
 
-/* Every process has io:stdin|stdout|stderr:<name>, owned by it, and a handler
- * on its stdin. They are created on first use (a send, a subscription, a
- * wait), not with the process: most processes never use them, and three
- * channels and a handler would be most of what creating a process writes. */
-static const char *const io_prefixes[] = {"io:stdin:", "io:stdout:", "io:stderr:"};
-
-/* The process an io channel name belongs to, or NULL; *stdin_ set when it is stdin. */
-static const char *io_owner (const char *name, int *stdin_) {
-  if (strncmp(name, "io:", 3) != 0) return NULL;
-  for (int i = 0; i < 3; i++) {
-    size_t n = strlen(io_prefixes[i]);
-    if (strncmp(name, io_prefixes[i], n) == 0 && name[n] != '\0') {
-      *stdin_ = i == 0;
-      return name + n;
-    }
-  }
-  return NULL;
-}
-
-/* The stdin handler of process pid on the channel named cname, when the channel exists. */
-static int stdin_handler (store_t *s, const char *pid, const char *cname, int64_t epoch, const char *now) {
-  store_id hid;
-  store_q *q = store_q_get(s, "INSERT INTO handler (id, process, channel, enabled, epoch, created_at) "
-                              "SELECT ?, ?, c.id, 1, ?, ? FROM channel c WHERE c.name = ? "
-                              "ON CONFLICT (process, channel) DO UPDATE SET enabled = 1 WHERE enabled = 0");
-  if (q == NULL) return -1;
-  store_uuid(s, hid);
-  store_bind_text(s, q, 1, hid);
-  store_bind_text(s, q, 2, pid);
-  store_bind_int(s, q, 3, epoch);
-  store_bind_text(s, q, 4, now);
-  store_bind_text(s, q, 5, cname);
-  return store_exec_q(s, q);
-}
-
-int store_io_create (store_t *s, const char *name, store_id id) {
-  int is_stdin;
-  const char *pname = io_owner(name, &is_stdin);
-  if (pname == NULL || store_is_uuid(pname, strlen(pname))) return 0;
-  store_proc p;
-  int r = store_proc_find(s, pname, &p);
-  if (r <= 0) return r;
-  char now[STORE_TS_LEN + 1];
-  store_now(s, now);
-  store_q *q = store_q_get(s, "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
-                              "VALUES (?, ?, ?, 'implicit', 0, ?)");
-  if (q == NULL) return -1;
-  store_uuid(s, id);
-  store_bind_text(s, q, 1, id);
-  store_bind_text(s, q, 2, name);
-  store_bind_text(s, q, 3, p.id);
-  store_bind_text(s, q, 4, now);
-  if (store_exec_q(s, q) < 0 || (is_stdin && stdin_handler(s, p.id, name, p.epoch, now) < 0)) return -1;
-  return 1;
-}
-
-int store_io_is_latent (store_t *s, const char *name) {
-  int is_stdin;
-  const char *pname = io_owner(name, &is_stdin);
-  if (pname == NULL || store_is_uuid(pname, strlen(pname))) return 0;
-  store_proc p;
-  return store_proc_find(s, pname, &p);
-}
-
 /* A process (re)created under a name whose stdin channel already exists (an
  * earlier epoch's, or one used before) gets its handler there now. */
 static int ensure_stdin (store_t *s, const char *pid, const char *name, size_t namelen, int64_t epoch,
@@ -132,7 +68,7 @@ static int ensure_stdin (store_t *s, const char *pid, const char *name, size_t n
     return store_failf(s, "out of memory");
   memcpy(cname, "io:stdin:", 9);
   memcpy(cname + 9, name, namelen + 1);
-  int r = stdin_handler(s, pid, cname, epoch, now);
+  int r = store_implicit_handler(s, pid, cname, epoch, now);
   if (cname != small) free(cname);
   return r;
 }

@@ -92,7 +92,12 @@ describe("the process model", function()
     assert.equal(true, proc(w, "typed").tty)
     local names = {}
     for _, c in ipairs(w:ok("cogos channel list --json")) do names[c.name] = c end
-    assert.truthy(names["cog:from:typed"] and names["cog:to:typed"], "cog channels")
+    assert.truthy(names["cog:from:typed"], "cog:from is made by its first use")
+    assert.is_nil(names["cog:to:typed"], "cog:to is not used yet")
+    assert.same({}, w:ok("cogos channel read cog:to:typed --json"))
+    local code, _, err = w:run("cogos channel read cog:to:nobody")
+    assert.equal(1, code)
+    assert.match("unknown channel 'cog:to:nobody'", err)
     assert.equal("hint", w:ok("cogos channel read cog:from:typed --json")[1].payload.text)
   end)
 

@@ -674,7 +674,25 @@ TEST(test_io_channels) {
       "  local c = db:channel_get('io:' .. io .. ':q1'); check(c and c.owner == q.id and c.channel_type == 'implicit')\n"
       "end\n"
       "local hs = db:handler_list{process = 'q1'}; check(#hs == 2 and hs[1].channel:match('^io:std') and hs[2].channel:match('^io:std'))\n"
-      "check(#db:messages('io:stdout:q1') == 1 and #db:messages('io:stdin:q1') == 1)\n");
+      "check(#db:messages('io:stdout:q1') == 1 and #db:messages('io:stdin:q1') == 1)\n"
+      /* spawn and cog channels between a parent and its child */
+      "local P = daemon('P'); local C = daemon('C', {parent_process = 'P'}); local X = daemon('X')\n"
+      "local down, up = 'spawn:' .. P.id .. '\\u{2192}' .. C.id, 'spawn:' .. C.id .. '\\u{2192}' .. P.id\n"
+      "check(#db:messages(down) == 0 and #db:messages(up) == 0 and db:channel_get(down) == nil)\n"
+      "check(db:send(down, {n = 1}).deliveries == 1)\n" /* the child handles its parent's channel to it */
+      "local c = db:channel_get(down); check(c.owner == P.id and c.channel_type == 'spawn')\n"
+      "check(db:send(up, {n = 2}).deliveries == 0 and db:channel_get(up).owner == C.id)\n"
+      "local bad = 'spawn:' .. P.id .. '\\u{2192}' .. X.id\n"
+      "check(fails(\"unknown channel '\" .. bad .. \"'\", db:send(bad, {})))\n"
+      "check(fails(\"unknown channel '\" .. bad .. \"'\", db:messages(bad)))\n"
+      "check(db:send('cog:from:C', {t = 'hint'}) and db:channel_get('cog:from:C').owner == P.id)\n"
+      "check(db:send('cog:to:C', {t = 'ok'}) and db:channel_get('cog:to:C').owner == C.id)\n"
+      "check(fails(\"unknown channel 'cog:from:P'\", db:send('cog:from:P', {})))\n" /* P has no parent */
+      /* channel_create of a latent one (a typed pair): the implicit owner and handler join it */
+      "local D = daemon('D', {parent_process = 'P'}); local typed = 'spawn:' .. P.id .. '\\u{2192}' .. D.id\n"
+      "local t = db:channel_create(typed, {schema = {fields = {n = 'number'}}}); check(t.owner == P.id)\n"
+      "check(db:send(typed, {n = 1}).deliveries == 1 and fails(\"payload does not match the schema of '\" .. typed .. \"': n: expected number, got string\",\n"
+      "  db:send(typed, {n = 'x'})))");
   done(L);
 }
 

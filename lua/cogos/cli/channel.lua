@@ -39,8 +39,7 @@ M.read = { help = "show a channel's messages, newest first", fn = function(argv,
   local o, pos = args.parse(argv, i, { usage = p .. " NAME [--limit N] [--json]", min = 1, max = 1,
     flags = { limit = "integer", json = "bool" } })
   local db = open()
-  ok_or_fail(db:channel_get(pos[1]))
-  local rows = db:messages(pos[1], { limit = o.limit or 20 })
+  local rows = ok_or_fail(db:messages(pos[1], { limit = o.limit or 20 }))
   if o.json then return out.json(array(rows)) end
   for _, m in ipairs(rows) do print("[" .. m.created_at .. "] " .. json.encode(m.payload)) end
 end }
