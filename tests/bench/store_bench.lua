@@ -1,8 +1,9 @@
 -- make bench: the store under the original's workload (issue 3), each phase on a fresh
 -- database, at synchronous=NORMAL (our default) and FULL (the original's), one
 -- transaction per operation; then the node's path, where a task's slice commits once
--- (group commit, sched.c), with 100 operations a slice. Figures are printed, never asserted: wall time, and the process's CPU time
--- (what the store itself costs when the machine is shared; wall - CPU is mostly fsync).
+-- (group commit, sched.c), with 100 operations a slice. Figures are printed, never
+-- asserted: wall time, and the process's CPU time (what the store itself costs when the
+-- machine is shared; wall - CPU is mostly fsync).
 
 local core = require "cogos.core"
 local caps = require "cogos.caps"
