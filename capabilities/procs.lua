@@ -140,6 +140,18 @@ end
 local MODES = { daemon = true, one_shot = true }
 local EXECUTORS = { llm = true, lua = true }
 
+-- A list (a sequence and nothing else) of non-empty strings.
+local function is_tag_list(v)
+  if type(v) ~= "table" or getmetatable(v) == core.sandbox.GRANT then return false end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  if n ~= #v then return false end
+  for _, tag in ipairs(v) do
+    if type(tag) ~= "string" or tag == "" then return false end
+  end
+  return true
+end
+
 local function check_opts(o)
   if type(o) ~= "table" then return "spawn: expected a table {name=, ...}" end
   if type(o.name) ~= "string" or o.name == "" then return "spawn: name must be a non-empty string" end
@@ -152,6 +164,14 @@ local function check_opts(o)
     if o[k] ~= nil and not math.tointeger(o[k]) then return "spawn: " .. k .. " must be an integer" end
   end
   if o.tty ~= nil and type(o.tty) ~= "boolean" then return "spawn: tty must be a boolean" end
+  if o.required_tags ~= nil and not is_tag_list(o.required_tags) then
+    return "spawn: required_tags must be a list of non-empty strings"
+  end
+  if o.idle_timeout_ms ~= nil then
+    local ms = type(o.idle_timeout_ms) == "number" and math.tointeger(o.idle_timeout_ms)
+    if not ms or ms <= 0 then return "spawn: idle_timeout_ms must be a positive integer (ms)" end
+    if (o.mode or "one_shot") ~= "daemon" then return "spawn: idle_timeout_ms is for daemons (mode='daemon')" end
+  end
   if o.schema ~= nil and type(o.schema) ~= "table" then return "spawn: schema must be a table of fields" end
   return nil
 end
@@ -198,6 +218,7 @@ local function spawn(ctx, o)
       name = o.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
       model = o.model, priority = o.priority or 0, status = status, parent_process = parent.id,
       max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, tty = o.tty,
+      required_tags = o.required_tags and json.array(o.required_tags), idle_timeout_ms = o.idle_timeout_ms,
     }))
     for _, g in ipairs(grants) do assert(db:grant_add(p.id, g)) end
     -- The private pair spawn:parent→child (the child handles it: handle.send wakes
@@ -296,10 +317,12 @@ return {
     spawn = { op = "spawn",
       doc = "spawn{name=, content=, mode='one_shot'|'daemon', executor='llm'|'lua', model=, priority=, "
         .. "capabilities={grant = grant | {type=, scope=} | true}, subscribe=, wait_for=, detached=, tty=, "
-        .. "schema={field = type}} "
-        .. "-> handle {id, name} | nil, err   (grants only equal or narrower than yours)",
+        .. "schema={field = type}, required_tags={tag, ...}, idle_timeout_ms=} "
+        .. "-> handle {id, name} | nil, err   (grants only equal or narrower than yours; required_tags: "
+        .. "only a node carrying them all runs it; idle_timeout_ms: a daemon idle that long completes)",
       fn = spawn },
-    list = { op = "list", doc = "list{status=, limit=200} -> {{id, name, mode, status, priority, parent_process}, ...}",
+    list = { op = "list",
+      doc = "list{status=, limit=200} -> {{id, name, mode, status, priority, required_tags, parent_process}, ...}",
       fn = function(ctx, o)
         if o ~= nil and type(o) ~= "table" then return nil, "list: expected a table {status=, limit=}" end
         o = o or {}
@@ -309,7 +332,7 @@ return {
         for _, p in ipairs(ctx.db:process_list({ status = o.status })) do
           if #out >= limit then break end
           out[#out + 1] = { id = p.id, name = p.name, mode = p.mode, status = p.status, priority = p.priority,
-            parent_process = p.parent_process }
+            required_tags = p.required_tags, parent_process = p.parent_process }
         end
         return json.array(out)
       end },

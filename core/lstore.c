@@ -488,7 +488,8 @@ int store_luaopen (lua_State *L) {
   if (luaL_newmetatable(L, STORE_MT)) {
     luaL_setfuncs(L, store_meta, 0);
     luaL_newlib(L, store_methods);
-    luaL_setfuncs(L, store_obs_methods, 0); /* events, alerts, budgets: store_obs.c */
+    luaL_setfuncs(L, store_obs_methods, 0);      /* events, alerts, budgets: store_obs.c */
+    luaL_setfuncs(L, store_executor_methods, 0); /* the node registry: store_executor.c */
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

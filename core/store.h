@@ -38,8 +38,9 @@
  *   process states: waiting, runnable, running, blocked, suspended, completed, disabled
  *   (the transition map T1-T20 of cogos-spec §2.2 is at the top of store_run.c).
  *   child:exited: posted ONCE, when a child finishes for good (one_shot completed, or
- *   failed with no retries left; a kill/disable), on channel spawn:<child_id>→<parent_id>
- *   (U+2192; created when missing: owner the child, type spawn), sender the child, in
+ *   failed with no retries left; an idle daemon reaped; a kill/disable), on channel
+ *   spawn:<child_id>→<parent_id> (U+2192; created when missing: owner the child, type
+ *   spawn), sender the child, in
  *   the same transaction and with the normal send rules (deliveries, wake-ups, waits):
  *     {type="child:exited", process_id, process_name, exit_code, run_id, error, duration_ms}
  *   exit_code 0 completed, 1 failed or timed out, 2 killed/disabled, 3 throttled;
@@ -93,10 +94,13 @@
  *   db:handler_remove(id) -> true | nil, "unknown handler 'x'"
  *   db:handler_list{process=id} -> rows {id, process, channel (name or pattern),
  *        channel_id, pattern, predicate, enabled, epoch, last_error, created_at}
- *   db:reconcile() -> {deliveries=n, woken=n}   creates every missing delivery of every
- *        enabled handler (messages after its created_at, no cap) with the wake rules
+ *   db:reconcile() -> {deliveries=n, woken=n, reaped=n}   creates every missing delivery of
+ *        every enabled handler (messages after its created_at, no cap) with the wake rules
  *        above (child:exited deliveries resolve waits here too). Set-based: one
- *        statement for all exact handlers.
+ *        statement for all exact handlers. Then idle reaping: a waiting daemon with an
+ *        idle_timeout_ms, nothing pending (delivery or wait) and idle longer than that
+ *        since its last status change (its last run's end, its creation) -> completed,
+ *        child:exited (exit_code 0) to its parent; reaped counts them.
  *
  *   waits (T4, T14)
  *   db:wait_add{process=id | run=id, type="wait"|"wait_any"|"wait_all", pending={child ids}}
@@ -123,8 +127,9 @@
  *        A process's `resources` (process_upsert) lists resource names; each run needs
  *        one unit of each. Pools are held by the run until run_finish; consumables are
  *        spent per run and refill at each period boundary (multiples of period_ms).
- *   db:unblock([now_ms]) -> n   blocked processes whose resources are available ->
- *        runnable (wake callback). run_finish does this when it releases a pool.
+ *   db:unblock([now_ms]) -> n   blocked processes whose resources are available and
+ *        whose required_tags a running executor carries -> runnable (wake callback).
+ *        run_finish does this when it releases a pool.
  *
  *   cron and ticks
  *   db:cron_add{expression=, channel=, payload={}, enabled=true} -> row
@@ -144,8 +149,17 @@
  *
  *   scheduling and runs
  *   db:runnable(limit) -> rows {id, name, priority, runnable_since (ISO)}   (current epoch;
- *        a failed one_shot waiting out its retry_at is left out until then)
+ *        a failed one_shot waiting out its retry_at is left out until then). Empty during
+ *        the throttle cooldown: while meta scheduler:throttled_at (stamped by a run that
+ *        ends throttled) is younger than meta scheduler:throttle_cooldown_ms (300000 when
+ *        unset; 0: off), nothing new is dispatched.
  *   db:dispatch(process_id [, node_id]) -> run | nil, err ; one transaction:
+ *        required_tags (T6, store_executor.c): when node_id (an executor_register'ed node)
+ *        lacks some, nil, "node 'n' lacks the tags ..." if another running node carries
+ *        them all (nothing changes), else -> blocked, one message on
+ *        system:executor:error:missing-tags {type="executor:missing-tags", process_id,
+ *        process_name, required_tags, missing_tags (those node_id lacks), node_id}, and
+ *        nil, "blocked: no running node carries the tags process 'x' requires (a, b)";
  *        a process whose resources are not available -> blocked, and
  *        nil, "blocked: resource 'x' exhausted" (or "blocked: unknown resource 'x'");
  *        else process runnable -> running, run created (status running, lease node_id),
@@ -156,15 +170,21 @@
  *        One transaction: run recorded, its deliveries delivered, its pools released,
  *        the process transition (an out-of-band disable/suspend wins; suspended (a run
  *        that waits) -> waiting; daemon -> runnable with backlog else waiting, but the
- *        third failed/timeout run in a row -> suspended with a critical alert
+ *        third failed/timeout/throttled run in a row -> suspended with a critical alert
  *        'process:daemon_suspended'; one_shot -> completed, or on failure runnable while
  *        retries remain (retry_at = now + retry_backoff_ms * 2^retry_count; runnable()
  *        hides it until then) else disabled), child:exited when it finished for good.
+ *        A throttled run also starts the throttle cooldown (see runnable).
  *   db:reap([now_ms]) -> n   running runs older than their process's max_duration_ms
  *        (15 min when unset) or whose heartbeat_at is older than 15 min -> timeout,
  *        error "run exceeded its maximum duration", the process transition of a failure.
- *   db:heartbeat(node_id) -> n   refreshes heartbeat_at of the node's running runs
- *   db:recover(node_id) -> n   runs left running by a dead node: failed, deliveries pending again
+ *   db:heartbeat(node_id) -> n   refreshes heartbeat_at of the node's running runs (and the
+ *        node's executor row: a stale one is idle again); reap also marks executors silent
+ *        for 3 heartbeat intervals stale
+ *   db:recover(node_id) -> n   runs left running by a dead node: failed, deliveries pending
+ *        again; its executor row dead
+ *   db:executor_register / executor_list / executor_set_status: the executor registry of
+ *        the nodes and their tags (store_executor.c)
  *   db:run_get(id) -> row | nil, "unknown run 'x'"
  *   db:run_list{process=name_or_id, limit=20} -> rows (newest first)
  *

@@ -192,9 +192,9 @@ int store_m_cron_delete (store_t *s, lua_State *L, const char *id) {
 
 /* {============ firing */
 
-/* Sends payload to channel (created when missing) as the system: 0 or -1. */
-static int post (store_t *s, lua_State *L, const char *channel, const char *payload, size_t plen,
-                 const char *now) {
+/* Ticks, cron and the rules' notices: posted by the system itself (store_int.h). */
+int store_post_system (store_t *s, lua_State *L, const char *channel, const char *payload, size_t plen,
+                       const char *now) {
   store_id id;
   store_uuid(s, id);
   store_q *q = store_q_get(s, "INSERT INTO channel (id, name, channel_type, auto_close, created_at) "
@@ -226,7 +226,7 @@ static int tick (store_t *s, lua_State *L, const char *key, const char *stamp, c
   store_reset(s, q);
   if (rc == STORE_ERR) return -1;
   if (!due) return 0;
-  if (post(s, L, channel, "{}", 2, now) < 0) return -1;
+  if (store_post_system(s, L, channel, "{}", 2, now) < 0) return -1;
   q = store_q_get(s,
                   "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
@@ -295,7 +295,7 @@ int store_m_cron_fire (store_t *s, lua_State *L, int64_t now_ms) {
   store_reset(s, q);
   if (rc == STORE_ERR) goto fail;
   for (size_t i = 0; i < n; i++) {
-    if (post(s, L, v[i].channel, v[i].payload, v[i].plen, now) < 0) goto fail;
+    if (store_post_system(s, L, v[i].channel, v[i].payload, v[i].plen, now) < 0) goto fail;
     q = store_q_get(s, "UPDATE cron SET last_fired_minute = ?, last_run = ? WHERE id = ?");
     if (q == NULL) goto fail;
     store_bind_text(s, q, 1, minute);

@@ -50,12 +50,11 @@ typedef struct store_driver {
 
 const store_driver *store_sqlite_driver(void);
 
-/* Lua methods of the db object defined outside lstore.c. */
-extern const luaL_Reg store_obs_methods[]; /* store_obs.c: events, alerts, budgets, and
-                                              the executor registry's methods below */
-int store_executor_l_register(lua_State *L); /* store_executor.c */
-int store_executor_l_list(lua_State *L);
-int store_executor_l_set_status(lua_State *L);
+/* Lua methods of the db object defined outside lstore.c: store_obs.c's table
+ * (events, alerts, budgets), which also lists the executor registry's
+ * (store_executor.c) since lstore.c merges only that one. */
+extern const luaL_Reg store_obs_methods[];
+extern const luaL_Reg store_executor_methods[];
 
 /* }============ */
 
@@ -209,7 +208,7 @@ int store_wake_add(store_t *s, const char *process_id);
 void store_now(store_t *s, char out[STORE_TS_LEN + 1]);
 void store_ts_add_ms(const char *ts, int64_t ms, char out[STORE_TS_LEN + 1]);
 void store_ts_from_ms(int64_t ms, char out[STORE_TS_LEN + 1]); /* store_run.c */
-int64_t store_ts_ms(const char *ts);                            /* store_run.c: ms since 1970 */
+int64_t store_ts_ms(const char *ts);                           /* store_run.c: ms since 1970 */
 int64_t store_now_ms(void);
 void store_uuid(store_t *s, char out[STORE_ID_LEN + 1]);
 int store_is_uuid(const char *v, size_t n);

@@ -1,7 +1,8 @@
 /* store_reconcile.c — the repair pass: every delivery an enabled handler is
  * owed (each message sent after the handler was created) and does not have,
  * created with the normal wake rules. Exact handlers are repaired by one
- * set-based statement; pattern and predicate handlers (few) one by one. */
+ * set-based statement; pattern and predicate handlers (few) one by one.
+ * Then idle reaping: a daemon idle past its idle_timeout_ms has finished. */
 #include "sandbox.h"
 #include "store_int.h"
 
@@ -202,6 +203,76 @@ static int wake_repaired (store_t *s, lua_State *L, const char *now) {
   return rc == STORE_ERR ? -1 : 0;
 }
 
+/* Idle reaping (idle_timeout_ms): a waiting daemon of the current epoch with
+ * nothing owed to it (no pending delivery, no pending wait), idle for longer
+ * than its idle_timeout_ms, has finished: completed, and its parent hears
+ * child:exited (exit 0) once. Idle since updated_at: every status change
+ * stamps it, so it is when its last run ended, or its creation, or a revival.
+ * After the repair above, so a backfilled delivery has already woken its daemon. */
+static int reap_idle (store_t *s, lua_State *L, const char *now, int64_t *count) {
+  typedef struct idle {
+    store_id id;
+    char since[STORE_TS_LEN + 1];
+    int64_t timeout;
+  } idle;
+  idle *v = NULL;
+  size_t n = 0, cap = 0;
+  int64_t epoch = store_epoch(s);
+  if (epoch < 0) return -1;
+  store_q *q = store_q_get(
+      s, "SELECT p.id, p.updated_at, p.idle_timeout_ms FROM process p WHERE p.status = 'waiting' "
+         "AND p.mode = 'daemon' AND p.idle_timeout_ms > 0 AND p.epoch = ? "
+         "AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.process = p.id AND d.status = 'pending') "
+         "AND NOT EXISTS (SELECT 1 FROM wait_condition w WHERE w.process = p.id AND w.status = 'pending')");
+  if (q == NULL) return -1;
+  store_bind_int(s, q, 1, epoch);
+  int rc;
+  while ((rc = store_step(s, q)) == STORE_ROW) {
+    idle *bigger = store_grow(s, v, &cap, n, sizeof *v);
+    if (bigger == NULL) {
+      rc = STORE_ERR;
+      break;
+    }
+    v = bigger;
+    store_col_copy(s, q, 0, v[n].id, sizeof v[n].id);
+    store_col_copy(s, q, 1, v[n].since, sizeof v[n].since);
+    v[n++].timeout = store_col_int(s, q, 2);
+  }
+  store_reset(s, q);
+  int64_t now_ms = store_ts_ms(now);
+  for (size_t i = 0; i < n && rc != STORE_ERR; i++) {
+    if (now_ms - store_ts_ms(v[i].since) <= v[i].timeout) continue;
+    store_id run; /* its last run, which its child:exited names */
+    int has_run = 0;
+    q = store_q_get(s, "SELECT id FROM run WHERE process = ? ORDER BY created_at DESC, id DESC LIMIT 1");
+    if (q == NULL) {
+      rc = STORE_ERR;
+      break;
+    }
+    store_bind_text(s, q, 1, v[i].id);
+    int r = store_step(s, q);
+    if (r == STORE_ROW) {
+      has_run = 1;
+      store_col_copy(s, q, 0, run, sizeof run);
+    }
+    store_reset(s, q);
+    if (r == STORE_ERR) {
+      rc = STORE_ERR;
+      break;
+    }
+    store_proc p;
+    if (store_proc_by_id(s, v[i].id, &p) <= 0 ||
+        store_proc_set(s, &p, "completed", NULL, p.retry_count, now) < 0 ||
+        store_post_exit(s, L, p.id, 0, has_run ? run : NULL, NULL, -1, now) < 0) {
+      rc = STORE_ERR;
+      break;
+    }
+    (*count)++;
+  }
+  free(v);
+  return rc == STORE_ERR ? -1 : 0;
+}
+
 int store_m_reconcile (store_t *s, lua_State *L) {
   char now[STORE_TS_LEN + 1];
   store_now(s, now);
@@ -294,16 +365,20 @@ int store_m_reconcile (store_t *s, lua_State *L) {
     if (rc == STORE_ERR) goto fail;
   }
   if (n > 0 && wake_repaired(s, L, now) < 0) goto fail;
+  int64_t reaped = 0;
+  if (reap_idle(s, L, now, &reaped) < 0) goto fail;
   free(judged);
   free(pats);
   size_t woken = s->nwoken - woken0;
   lua_settop(L, base);
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushinteger(L, (lua_Integer)n);
   lua_setfield(L, -2, "deliveries");
   lua_pushinteger(L, (lua_Integer)woken);
   lua_setfield(L, -2, "woken");
+  lua_pushinteger(L, (lua_Integer)reaped);
+  lua_setfield(L, -2, "reaped");
   return 1;
 fail:
   free(judged);

@@ -1,5 +1,6 @@
 /* store_res.c — resources that gate dispatch: pools (held by a run until it
- * ends) and consumables (spent per run, refilled at each period boundary). */
+ * ends) and consumables (spent per run, refilled at each period boundary);
+ * and unblock (T7), which also waits for a node carrying the required tags. */
 #include "store_int.h"
 
 #include <lauxlib.h>
@@ -114,7 +115,8 @@ int store_res_acquire (store_t *s, lua_State *L, const char *process, const char
   return r;
 }
 
-/* T7: every blocked process whose resources are available is runnable again. */
+/* T7: every blocked process whose resources are available, and whose required
+ * tags a running node carries, is runnable again. */
 static int unblock (store_t *s, lua_State *L, int64_t now_ms, int64_t *count) {
   store_id *v = NULL;
   size_t n = 0, cap = 0;
@@ -138,11 +140,19 @@ static int unblock (store_t *s, lua_State *L, int64_t now_ms, int64_t *count) {
   char now[STORE_TS_LEN + 1];
   store_now(s, now);
   for (size_t i = 0; i < n && rc != STORE_ERR; i++) {
+    store_proc p;
+    if (store_proc_by_id(s, v[i], &p) <= 0) {
+      rc = STORE_ERR;
+      break;
+    }
+    /* staying blocked until a node with the tags runs: no blocked/runnable churn */
+    int g = store_executor_gate(s, L, &p, NULL, 0, now);
+    if (g < 0) rc = STORE_ERR;
+    if (g < 0 || g == 2) continue;
     int r = store_res_acquire(s, L, v[i], NULL, now_ms);
     if (r < 0) rc = STORE_ERR;
     if (r != 1) continue;
-    store_proc p;
-    if (store_proc_by_id(s, v[i], &p) <= 0 || store_proc_set(s, &p, "runnable", NULL, p.retry_count, now) < 0)
+    if (store_proc_set(s, &p, "runnable", NULL, p.retry_count, now) < 0)
       rc = STORE_ERR;
     else
       (*count)++;

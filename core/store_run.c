@@ -9,11 +9,14 @@
  *   T4     a child:exited delivery resolves a pending wait: waiting -> runnable; a
  *          running (parked lua) run is woken without a status change (store_wait.c)
  *   T5     dispatch: runnable -> running (not waiting: the run's lease says who runs it)
- *   T6     replaced: no executor tags; dispatch -> blocked when a resource is exhausted
+ *   T6     dispatch -> blocked when no running node carries the process's required_tags
+ *          (one notice on system:executor:error:missing-tags; store_executor.c), or
+ *          when a resource is exhausted
  *   T7     unblock / a released pool: blocked -> runnable when resources are available
+ *          and a running node carries the required tags
  *   T8     run ok, daemon: runnable with backlog else waiting
  *   T9     run ok, one_shot: completed (the seed's `disabled` was a defect)
- *   T10    third failed/timeout run of a daemon in a row: suspended + critical alert
+ *   T10    third failed/timeout/throttled run of a daemon in a row: suspended + critical alert
  *   T11    other daemon failure: like T8
  *   T12    one_shot failure with retries left: runnable at retry_at (exponential backoff)
  *   T13    one_shot failure, retries exhausted (or throttled): disabled
@@ -27,7 +30,15 @@
  *   T19    replaced: a waiting daemon with deliveries is made runnable by the send or
  *          by reconcile, never left waiting
  *   T20    process_upsert of an existing name: the given status wins, id and parent kept
- * An out-of-band disable or suspend always wins over the end of a run. */
+ *   idle   reconcile: a waiting daemon idle past its idle_timeout_ms -> completed, with
+ *          child:exited (exit 0) (store_reconcile.c; the seed left it a no-op)
+ * An out-of-band disable or suspend always wins over the end of a run.
+ *
+ * Throttle cooldown (§2.5): a run that ends `throttled` (the provider rate-limited
+ * it) stamps meta scheduler:throttled_at; while that is younger than
+ * scheduler:throttle_cooldown_ms (300 000 by default; 0: off), runnable() is
+ * empty, so the scheduler starts nothing new. A meta row, not a scan of the run
+ * table: runnable() is on the hot path. */
 #include "store_int.h"
 
 #include <lauxlib.h>
@@ -61,11 +72,50 @@ static int push_run (store_t *s, lua_State *L, const char *id) {
   return store_push_fail(s, L);
 }
 
+#define THROTTLED_AT_KEY             "scheduler:throttled_at"
+#define THROTTLE_COOLDOWN_KEY        "scheduler:throttle_cooldown_ms"
+#define DEFAULT_THROTTLE_COOLDOWN_MS 300000
+
+/* 1 while the throttle cooldown lasts, 0 when not, -1 on error. */
+static int throttle_cooldown (store_t *s, int64_t now_ms) {
+  store_q *q = store_q_get(s, "SELECT key, value FROM meta WHERE key = '" THROTTLED_AT_KEY
+                              "' OR key = '" THROTTLE_COOLDOWN_KEY "'");
+  if (q == NULL) return -1;
+  int64_t at = -1, window = DEFAULT_THROTTLE_COOLDOWN_MS;
+  int rc, bad = 0;
+  while ((rc = store_step(s, q)) == STORE_ROW) {
+    const char *k = store_col_text(s, q, 0, NULL), *v = store_col_text(s, q, 1, NULL);
+    if (k == NULL || v == NULL) continue;
+    if (strcmp(k, THROTTLED_AT_KEY) == 0) {
+      at = store_ts_ms(v);
+    } else {
+      char *end;
+      long long w = strtoll(v, &end, 10);
+      if (end == v || *end != '\0' || w < 0)
+        bad = 1;
+      else
+        window = (int64_t)w;
+    }
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) return -1;
+  if (bad) return store_failf(s, "meta " THROTTLE_COOLDOWN_KEY " must be a non-negative integer (ms)");
+  return at >= 0 && now_ms - at < window;
+}
+
 int store_m_runnable (store_t *s, lua_State *L, int64_t limit) {
   char now[STORE_TS_LEN + 1];
   int64_t epoch = store_epoch(s);
   if (epoch < 0) return store_push_fail(s, L);
   store_now(s, now);
+  int cool = throttle_cooldown(s, store_ts_ms(now));
+  if (cool < 0) return store_push_fail(s, L);
+  if (cool) { /* nothing new starts until the provider has had its rest */
+    lua_newtable(L);
+    json_push_array_mt(L);
+    lua_setmetatable(L, -2);
+    return 1;
+  }
   store_q *q = store_q_get(
       s, "SELECT id, name, priority, runnable_since FROM process WHERE status = 'runnable' AND epoch = ? "
          "AND (retry_at IS NULL OR retry_at <= ?) ORDER BY priority DESC, runnable_since, name LIMIT ?");
@@ -132,6 +182,19 @@ int store_m_dispatch (store_t *s, lua_State *L, const char *process, const char 
     store_op_abort(s);
     lua_pushnil(L);
     lua_pushfstring(L, "process '%s' is not runnable (%s)", process, p.status);
+    return 2;
+  }
+  int gate = store_executor_gate(s, L, &p, node_id, 1, now); /* T6: required_tags */
+  if (gate < 0) goto fail;
+  if (gate != 1) {
+    char why[sizeof s->err + 16];
+    snprintf(why, sizeof why, "%s%s", gate == 2 ? "blocked: " : "", s->err);
+    if (gate == 0)
+      store_op_abort(s); /* another node's work: nothing changes */
+    else if (store_op_commit(s) < 0)
+      return store_push_fail(s, L);
+    lua_pushnil(L);
+    lua_pushstring(L, why);
     return 2;
   }
   store_uuid(s, run_id);
@@ -222,7 +285,7 @@ static int has_pending (store_t *s, const char *process) {
   return rc == STORE_ERR ? -1 : rc == STORE_ROW;
 }
 
-/* T10: this failure is the third failed or timed-out run in a row. */
+/* T10: this failure is the third failed, timed-out or throttled run in a row. */
 static int daemon_breaker (store_t *s, const char *process) {
   store_q *q = store_q_get(s, "SELECT status FROM run WHERE process = ? AND status <> 'running' "
                               "ORDER BY created_at DESC, id DESC LIMIT 3");
@@ -232,7 +295,7 @@ static int daemon_breaker (store_t *s, const char *process) {
   while ((rc = store_step(s, q)) == STORE_ROW) {
     const char *st = store_col_text(s, q, 0, NULL);
     n++;
-    bad += st && (strcmp(st, "failed") == 0 || strcmp(st, "timeout") == 0);
+    bad += st && (strcmp(st, "failed") == 0 || strcmp(st, "timeout") == 0 || strcmp(st, "throttled") == 0);
   }
   store_reset(s, q);
   if (rc == STORE_ERR) return -1;
@@ -261,7 +324,7 @@ static int daemon_alert (store_t *s, lua_State *L, const char *process, const ch
                      "VALUES (?, 'critical', 'process:daemon_suspended', ?, ?, ?, ?)");
   if (q == NULL) return -1;
   char msg[600];
-  snprintf(msg, sizeof msg, "daemon '%s' suspended after 3 consecutive failed runs", name);
+  snprintf(msg, sizeof msg, "daemon '%s' suspended after 3 consecutive failed or throttled runs", name);
   store_uuid(s, id);
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, name);
@@ -377,7 +440,8 @@ static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_
   int64_t retry_count = p.retry_count;
   char retry_at[STORE_TS_LEN + 1], *retry = NULL;
   int ok = strcmp(status, "completed") == 0;
-  int failed = strcmp(status, "failed") == 0 || strcmp(status, "timeout") == 0;
+  int throttled = strcmp(status, "throttled") == 0;
+  int failed = strcmp(status, "failed") == 0 || strcmp(status, "timeout") == 0 || throttled;
   int exit_code = -1; /* >= 0: the child finished for good */
   int breaker = 0;
   if (strcmp(p.status, "disabled") == 0 || strcmp(p.status, "suspended") == 0) {
@@ -406,9 +470,18 @@ static int run_end (store_t *s, lua_State *L, const char *run_id, const run_end_
     }
   } else {
     next = "disabled"; /* T13 */
-    exit_code = strcmp(status, "throttled") == 0 ? 3 : 1;
+    exit_code = throttled ? 3 : 1;
   }
   if (next && store_proc_set(s, &p, next, retry, retry_count, now) < 0) return -1;
+  if (throttled) { /* starts the cooldown */
+    q = store_q_get(
+        s, "INSERT INTO meta (key, value, updated_at) VALUES ('" THROTTLED_AT_KEY "', ?, ?) "
+           "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at");
+    if (q == NULL) return -1;
+    store_bind_text(s, q, 1, now);
+    store_bind_text(s, q, 2, now);
+    if (store_exec_q(s, q) < 0) return -1;
+  }
   if (breaker && daemon_alert(s, L, p.id, run_id, now) < 0) return -1;
   if (exit_code >= 0 &&
       store_post_exit(s, L, p.id, exit_code, run_id, error, e->duration_given ? e->duration : -1, now) < 0)
@@ -525,6 +598,7 @@ int store_m_recover (store_t *s, lua_State *L, const char *node_id) {
   }
   store_reset(s, q);
   if (rc == STORE_ERR) goto fail;
+  if (store_executor_mark(s, node_id, "dead") < 0) goto fail; /* it runs nothing any more */
   for (size_t i = 0; i < nruns; i++) {
     /* The run's delivery is owed again; the process runs again. */
     q = store_q_get(s, "UPDATE delivery SET status = 'pending', run = NULL "
@@ -585,8 +659,7 @@ int store_m_run_list (store_t *s, lua_State *L, int t) {
 
 #define DEFAULT_MAX_DURATION_MS 900000 /* 15 min, also the heartbeat lease */
 
-/* Milliseconds since 1970 of an ISO timestamp of ours. */
-static int64_t ts_ms (const char *ts) {
+int64_t store_ts_ms (const char *ts) {
   char zero[STORE_TS_LEN + 1];
   store_ts_add_ms(ts, 0, zero); /* normalises; parse below */
   struct tm tm;
@@ -626,9 +699,9 @@ int store_m_reap (store_t *s, lua_State *L, int64_t now_ms) {
   if (q == NULL) goto fail;
   int rc;
   while ((rc = store_step(s, q)) == STORE_ROW) {
-    int64_t created = ts_ms(store_col_text(s, q, 1, NULL));
+    int64_t created = store_ts_ms(store_col_text(s, q, 1, NULL));
     const char *hb = store_col_text(s, q, 2, NULL);
-    int64_t beat = hb ? ts_ms(hb) : created;
+    int64_t beat = hb ? store_ts_ms(hb) : created;
     int64_t max = store_col_type(s, q, 3) == STORE_TNULL ? DEFAULT_MAX_DURATION_MS : store_col_int(s, q, 3);
     if (now_ms - created <= max && now_ms - beat <= DEFAULT_MAX_DURATION_MS) continue;
     reaped *bigger = store_grow(s, v, &cap, n, sizeof *v);
@@ -653,6 +726,8 @@ int store_m_reap (store_t *s, lua_State *L, int64_t now_ms) {
     if (run_end(s, L, v[i].id, &e, &p, now) < 0) goto fail;
   }
   free(v);
+  v = NULL;
+  if (store_executor_reap(s, L, now_ms) < 0) goto fail; /* silent nodes: stale */
   lua_settop(L, base);
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   lua_pushinteger(L, (lua_Integer)n);
@@ -672,7 +747,9 @@ int store_m_heartbeat (store_t *s, lua_State *L, const char *node_id) {
   store_bind_text(s, q, 1, now);
   store_bind_text(s, q, 2, node_id);
   if (store_exec_q(s, q) < 0) return store_push_fail(s, L);
-  lua_pushinteger(L, (lua_Integer)store_changes(s));
+  int64_t n = store_changes(s);
+  if (store_executor_beat(s, node_id, now) < 0) return store_push_fail(s, L); /* the node itself */
+  lua_pushinteger(L, (lua_Integer)n);
   return 1;
 }
 

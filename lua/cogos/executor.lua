@@ -6,6 +6,8 @@
 --
 -- Final statuses: completed; failed (errors, budget exceeded); timeout (the
 -- process's max_duration_ms passed, or its sandbox said "deadline exceeded");
+-- throttled (the LLM call was rate-limited, retries and fallbacks spent:
+-- llm.is_throttle; the store then holds new dispatches for the cooldown);
 -- suspended (a capability asked to wait: ctx.run_state.suspend).
 --
 -- The ctx a capability fn(ctx, ...) receives (a fresh table per call):
@@ -64,10 +66,11 @@ M.TOOLS = {
   },
 }
 
----@param opts table {db, llm (cogtainer llm settings), node_id, cogent_dir}
+---@param opts table {db, llm (cogtainer llm settings), node_id, cogent_dir,
+---  throttle_cooldown_ms (the node's: after a throttled run, the dispatcher is woken when it ends)}
 function M.new(opts)
   return setmetatable({ db = opts.db, llm = opts.llm or {}, node_id = opts.node_id,
-    cogent_dir = opts.cogent_dir, channels = {} }, M)
+    cogent_dir = opts.cogent_dir, throttle_cooldown_ms = opts.throttle_cooldown_ms, channels = {} }, M)
 end
 
 ---True when a provider error says the conversation no longer fits the model.
@@ -378,6 +381,7 @@ function Run:complete(client, request)
     -- deadline is the deadline, though the transport may notice it a little early
     if left and self:remaining_ms() <= M.DEADLINE_SLACK_MS then stop("timeout", "LLM call: " .. tostring(err)) end
     if M.is_context_overflow(err) then stop("failed", tostring(err), "context_overflow") end
+    if llm.is_throttle(err) then stop("throttled", tostring(err)) end
     error(err, 0)
   end
   self.model = response.model_version or client.model or self.model -- a fallback may have answered
@@ -583,6 +587,12 @@ function M:run(run)
   log.info("run %s %s %s in %d ms (tokens %d in, %d out)%s -> %s", log.short(run.id), process.name,
     status, duration, r.tokens_in, r.tokens_out,
     err_text and (": " .. err_text:gsub("\n.*", "")) or "", proc_after and proc_after.status or "?")
+  local cooldown = self.throttle_cooldown_ms
+  if status == "throttled" and cooldown and cooldown > 0 then
+    -- nothing new starts until the cooldown ends (db:runnable); then look again at once
+    log.info("throttled: no new runs for %d ms", cooldown)
+    core.loop.timer(cooldown + 1, 0, core.sched.wake)
+  end
 end
 
 return M

@@ -7,7 +7,7 @@
 --
 -- Builders: add_capability(name [, {handler, description, instructions}]),
 -- add_process(name, {mode, content, executor, model, priority, metadata, tty, parent,
---   max_duration_ms, max_retries, retry_backoff_ms, resources, required_tags,
+--   max_duration_ms, max_retries, retry_backoff_ms, resources, required_tags, idle_timeout_ms,
 --   capabilities = {"type" | {name, type, config}}, handlers = {"channel" | {channel, predicate}}}),
 -- add_channel(name [, {schema, channel_type}]), add_file(key, content),
 -- add_schema(name, definition), add_cron(expression, {channel, payload, enabled}),
@@ -52,6 +52,18 @@ end
 local function is_dir(path)
   local st = core.sys.stat(path)
   return st and st.type == "dir"
+end
+
+-- A list (a sequence and nothing else) of non-empty strings.
+local function is_tag_list(v)
+  if type(v) ~= "table" then return false end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  if n ~= #v then return false end
+  for _, tag in ipairs(v) do
+    if type(tag) ~= "string" or tag == "" then return false end
+  end
+  return true
 end
 
 local function cog_entry(dir)
@@ -117,7 +129,12 @@ local function declare(dir)
   function env.add_process(name, opts)
     need(type(name) == "string", "add_process", "name must be a string")
     need(opts == nil or type(opts) == "table", "add_process", "options must be a table")
-    spec.processes[#spec.processes + 1] = { name = name, opts = opts or {} }
+    local o = opts or {}
+    need(o.required_tags == nil or is_tag_list(o.required_tags), "add_process " .. name,
+      "required_tags must be a list of non-empty strings")
+    need(o.idle_timeout_ms == nil or (math.type(o.idle_timeout_ms) == "integer" and o.idle_timeout_ms > 0),
+      "add_process " .. name, "idle_timeout_ms must be a positive integer (ms)")
+    spec.processes[#spec.processes + 1] = { name = name, opts = o }
   end
   function env.add_channel(name, opts)
     need(type(name) == "string", "add_channel", "name must be a string")
@@ -169,7 +186,8 @@ local function apply_process(db, p)
     name = p.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
     model = o.model, priority = o.priority or 0, metadata = o.metadata, tty = o.tty,
     max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, retry_backoff_ms = o.retry_backoff_ms,
-    resources = o.resources, required_tags = o.required_tags, parent_process = o.parent,
+    resources = o.resources, required_tags = o.required_tags, idle_timeout_ms = o.idle_timeout_ms,
+    parent_process = o.parent,
     -- a reboot keeps what the process is doing; only a new one gets its first state
     status = existing and existing.status or (mode == "daemon" and "waiting" or "runnable"),
   }))

@@ -124,16 +124,22 @@ local function status_of(err)
   return tonumber(tostring(err):match("HTTP (%d%d%d)"))
 end
 
---- True when an error says the request was throttled or the provider overloaded.
+--- True when an error says the request was throttled or the provider overloaded:
+--- HTTP 429 (Anthropic rate_limit_error, OpenAI rate_limit_exceeded, Bedrock
+--- ThrottlingException) or 529 (Anthropic overloaded_error), or a streamed error
+--- saying so (Bedrock's "Too many tokens, please wait" included). A run that ends
+--- with one is `throttled`. Only the final failure of a fallback chain counts (what
+--- follows "(after" are earlier entries), and a context overflow is never one.
 ---@param err any
 ---@return boolean
 function M.is_throttle(err)
-  if err == nil then return false end
-  local s = tostring(err)
+  if err == nil or M.is_context_overflow(err) then return false end
+  local s = tostring(err):gsub(" %(after .*$", "")
   local status = status_of(s)
   if status == 429 or status == 529 then return true end
   local l = s:lower()
-  for _, p in ipairs({ "throttl", "rate limit", "rate_limit", "overloaded", "too many requests" }) do
+  for _, p in ipairs({ "throttl", "rate limit", "rate_limit", "overloaded", "too many requests",
+                       "too many tokens" }) do
     if l:find(p, 1, true) then return true end
   end
   return false

@@ -28,6 +28,53 @@ function M.tick_ms(t)
   return ms
 end
 
+M.THROTTLE_COOLDOWN_MS = 300000
+
+---How long the scheduler starts nothing new after a run ended throttled (the
+---provider rate-limited it): $COGOS_THROTTLE_COOLDOWN_MS (tests), else the
+---cogtainer's `throttle_cooldown_ms`, else 5 min; 0 turns the cooldown off.
+---@param t table config.target()
+---@return integer ms
+function M.throttle_cooldown_ms(t)
+  local v = os.getenv("COGOS_THROTTLE_COOLDOWN_MS")
+  local src = "COGOS_THROTTLE_COOLDOWN_MS"
+  if v == nil or v == "" then
+    v, src = t.entry and t.entry.throttle_cooldown_ms, "the cogtainer's throttle_cooldown_ms"
+  end
+  if v == nil then return M.THROTTLE_COOLDOWN_MS end
+  local ms = math.tointeger(tonumber(v))
+  if not ms or ms < 0 then args.fail(src .. " must be a non-negative integer (ms), got '" .. tostring(v) .. "'") end
+  return ms
+end
+
+local function is_tag_list(v)
+  if type(v) ~= "table" then return false end
+  local n = 0
+  for _ in pairs(v) do n = n + 1 end
+  if n ~= #v then return false end
+  for _, tag in ipairs(v) do
+    if type(tag) ~= "string" or tag == "" then return false end
+  end
+  return true
+end
+
+---The tags this node carries (a process with required_tags runs only on a node
+---that carries them all): $COGOS_NODE_TAGS (comma-separated), else the
+---cogtainer's `node_tags` list, else none.
+---@param t table config.target()
+---@return string[] tags
+function M.tags(t)
+  local v = os.getenv("COGOS_NODE_TAGS")
+  local list, src = {}, "COGOS_NODE_TAGS"
+  if v ~= nil and v ~= "" then
+    for item in (v .. ","):gmatch("([^,]*),") do list[#list + 1] = item:match("^%s*(.-)%s*$") end
+  else
+    list, src = t.entry and t.entry.node_tags or {}, "the cogtainer's node_tags"
+  end
+  if not is_tag_list(list) then args.fail(src .. " must be a list of non-empty tags") end
+  return list
+end
+
 -- A parked lua run (procs.wait*) whose wait resolved in another OS process (a
 -- CLI that disabled a child), whose process was disabled meanwhile, or whose run
 -- the reaper ended: resume it.
@@ -92,6 +139,10 @@ end
 function M.start(t, opts)
   local dir, ierr = image.resolve(opts.image or "cogos")
   if not dir then args.fail(ierr) end
+  -- bad settings fail here, on the terminal, not in the log of a detached node
+  M.tick_ms(t)
+  M.tags(t)
+  M.throttle_cooldown_ms(t)
   local lock, _, holder = core.sys.lock(t.lock_path)
   if not lock then args.fail("cogent '" .. t.cogent .. "' is already running (pid " .. tostring(holder) .. ")") end
   local db = open(t)
@@ -139,13 +190,19 @@ end
 
 function M.run(t, opts, summary)
   local tick_ms = M.tick_ms(t)
+  local tags = M.tags(t)
+  local cooldown_ms = M.throttle_cooldown_ms(t)
   local db = open(t)
   local node_id = string.format("%s-%d", core.sys.uuid():sub(1, 8), core.sys.getpid())
-  log.info("node %s: cogent %s (cogtainer %s), provider %s", node_id, t.cogent, t.cogtainer,
-    opts.llm.provider or "scripted")
+  log.info("node %s: cogent %s (cogtainer %s), provider %s%s", node_id, t.cogent, t.cogtainer,
+    opts.llm.provider or "scripted", #tags > 0 and (", tags " .. table.concat(tags, ", ")) or "")
   log.info("booted %s", summary)
   M.recover(db, node_id)
-  local exec = executor.new({ db = db, llm = opts.llm, node_id = node_id, cogent_dir = t.dir })
+  -- the store's rules read these: required_tags (T6) and the throttle cooldown
+  assert(db:executor_register(node_id, { tags = tags, heartbeat_ms = tick_ms }))
+  assert(db:meta_set("scheduler:throttle_cooldown_ms", tostring(cooldown_ms)))
+  local exec = executor.new({ db = db, llm = opts.llm, node_id = node_id, cogent_dir = t.dir,
+    throttle_cooldown_ms = cooldown_ms })
   -- COGOS_SCHED_SEED makes the selection draws reproducible (tests)
   local seed = os.getenv("COGOS_SCHED_SEED")
   if seed == "" then seed = nil end
@@ -175,6 +232,9 @@ function M.run(t, opts, summary)
   core.loop.on_signal("SIGTERM", stop("SIGTERM"))
   log.info("ready; wake-ups on %s", t.sock_path)
   core.loop.run()
+  -- gone: processes that need its tags block until a node that carries them runs
+  local dok, derr = db:executor_set_status(node_id, "dead")
+  if not dok then log.info("warning: cannot deregister node %s: %s", node_id, tostring(derr)) end
   os.remove(t.sock_path)
   log.info("node %s stopped", node_id)
 end

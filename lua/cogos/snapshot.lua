@@ -70,7 +70,7 @@ end
 -- }============
 
 local PROCESS_FIELDS = { "mode", "content", "executor", "model", "priority", "metadata", "tty",
-  "max_duration_ms", "max_retries", "retry_backoff_ms", "resources", "required_tags" }
+  "max_duration_ms", "max_retries", "retry_backoff_ms", "resources", "required_tags", "idle_timeout_ms" }
 
 local function empty(v)
   return v == nil or v == json.null or (type(v) == "table" and next(v) == nil and not json.is_array(v))

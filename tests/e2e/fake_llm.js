@@ -16,8 +16,9 @@
 // The turn replayed is chosen by the number of assistant messages in the request
 // (plus one), so concurrent conversations each follow their own sequence; past the
 // end of the script it answers a "(script ended)" text turn.
-// A turn {"error": {"status": 429, "retry_after": 0, "message": "..."}} answers that
-// error the first time its position is requested, then the turn's content.
+// A turn {"error": {"status": 429, "retry_after": 0, "message": "...", "times": N}}
+// answers that error the first N times (default 1) its position is requested,
+// then the turn's content.
 // "stream": true is answered with the provider's server-sent events.
 // A turn {"delay_ms": N} is answered after N ms.
 // A turn {"stream_error": {"after": N, "message": "...", "type": "..."}} is streamed
@@ -66,7 +67,7 @@ try {
   fail(`cannot read script ${opts.script}: ${e.message}`);
 }
 const turns = Array.isArray(script) ? script : (script.turns || []);
-const errorServed = new Set(); // positions whose one-off error was answered
+const errorServed = new Map(); // position -> how many times its error was answered
 const streamErrorServed = new Set(); // "kind:position" whose mid-stream error was streamed
 let seq = 0;
 
@@ -500,8 +501,8 @@ function handle(req, res, rawBuf) {
   }
   const pos = position(body.messages);
   const t = turns[pos - 1];
-  if (t && t.error && !errorServed.has(pos)) {
-    errorServed.add(pos);
+  if (t && t.error && (errorServed.get(pos) || 0) < (t.error.times || 1)) {
+    errorServed.set(pos, (errorServed.get(pos) || 0) + 1);
     const status = t.error.status || 500;
     const headers = t.error.retry_after !== undefined ? { 'retry-after': String(t.error.retry_after) } : {};
     error(res, status, t.error.message || `scripted error ${status}`, headers);

@@ -69,5 +69,17 @@ describe("images", function()
     assert.match("images/bad/init/procs%.lua:3:", err)
     assert.match("name must be a string", err)
     assert.equal(0, #w:ok("cogos channel list --json"))
+    for _, case in ipairs({
+      { "{required_tags = 'gpu'}", "add_process p: required_tags must be a list of non%-empty strings" },
+      { "{mode = 'daemon', idle_timeout_ms = -5}", "add_process p: idle_timeout_ms must be a positive integer" },
+    }) do
+      f = assert(io.open(w.cwd .. "/images/bad/init/procs.lua", "w"))
+      f:write("add_process('p', " .. case[1] .. ")\n")
+      f:close()
+      code, _, err = w:run("cogos start bad")
+      assert.equal(1, code, case[1])
+      assert.match(case[2], err)
+    end
+    assert.equal(1, w:run("cogos process get p"), "nothing was written")
   end)
 end)

@@ -547,3 +547,38 @@ describe("prompt readability through grants", function()
     assert.falsy(readable({ { type = "channels", config = {} } }, "a/x"))
   end)
 end)
+
+describe("procs.spawn placement and idle fields", function()
+  it("stores required_tags and idle_timeout_ms; a bad value is one clear error and writes nothing", function()
+    local w = world({ { name = "procs", type = "procs", config = {} } })
+    local out = w:ok([[
+      assert(procs.spawn({ name = "g", content = "", required_tags = { "gpu", "fast" } }))
+      assert(procs.spawn({ name = "d", content = "", mode = "daemon", idle_timeout_ms = 5000 }))
+      assert(procs.spawn({ name = "any", content = "", required_tags = {} }))
+      for _, p in ipairs(procs.list()) do
+        if p.name == "g" then print(table.concat(p.required_tags, ",")) end
+      end]])
+    assert.equal("gpu,fast", (out:gsub("%s+$", "")))
+    assert.same({ "gpu", "fast" }, w.db:process_get("g").required_tags)
+    assert.equal(5000, w.db:process_get("d").idle_timeout_ms)
+    assert.equal("[]", json.encode(w.db:process_get("any").required_tags))
+    local bad = {
+      { "required_tags = 'gpu'", "spawn: required_tags must be a list of non-empty strings" },
+      { "required_tags = { 'gpu', '' }", "spawn: required_tags must be a list of non-empty strings" },
+      { "required_tags = { 'gpu', 7 }", "spawn: required_tags must be a list of non-empty strings" },
+      { "required_tags = { gpu = true }", "spawn: required_tags must be a list of non-empty strings" },
+      { "mode = 'daemon', idle_timeout_ms = 0", "spawn: idle_timeout_ms must be a positive integer (ms)" },
+      { "mode = 'daemon', idle_timeout_ms = 1.5", "spawn: idle_timeout_ms must be a positive integer (ms)" },
+      { "mode = 'daemon', idle_timeout_ms = '10'", "spawn: idle_timeout_ms must be a positive integer (ms)" },
+      { "idle_timeout_ms = 100", "spawn: idle_timeout_ms is for daemons (mode='daemon')" },
+    }
+    local before = #w.db:channel_list()
+    for _, case in ipairs(bad) do
+      local msg = w:ok("local h, err = procs.spawn({ name = 'bad', content = '', " .. case[1] .. " }) print(h, err)")
+      assert.equal("nil\t" .. case[2], (msg:gsub("%s+$", "")), case[1])
+      assert.is_nil(w.db:process_get("bad"), case[1])
+    end
+    assert.equal(before, #w.db:channel_list(), "no channel either")
+    w:close()
+  end)
+end)

@@ -263,6 +263,23 @@ describe("executor", function()
     assert.falsy(executor.is_context_overflow("HTTP 401: bad key"))
   end)
 
+  it("ends throttled when the provider rate-limits it, and holds new dispatches (20, 24)", function()
+    w:fake(function() return nil, "bedrock: HTTP 429: ThrottlingException: Too many tokens, please wait" end)
+    local parent = w.db:process_upsert({ name = "boss", mode = "daemon" })
+    local r = w:run(w:process("t24", { parent_process = parent.id }))
+    assert.equal("throttled", r.status)
+    assert.match("ThrottlingException", r.error)
+    assert.equal("disabled", w.db:process_get("t24").status)
+    local exit = w.db:messages("spawn:" .. r.process .. "\u{2192}" .. parent.id)[1].payload
+    assert.equal(3, exit.exit_code)
+    assert.equal("throttled", w.db:messages("process:t24")[1].payload.status)
+    w:process("next")
+    assert.same({}, w.db:runnable(200), "the cooldown holds new dispatches")
+    -- a provider error that is not a rate limit fails as before
+    w:fake(function() return nil, "openai: HTTP 401: bad key (after anthropic: HTTP 429: slow down)" end)
+    assert.equal("failed", w:run(w.db:process_get("next")).status)
+  end)
+
   it("raises a warning alert for an ordinary failure", function()
     local r = w:run(w:process("bad", { executor = "lua", content = 'error("boom")' }))
     assert.equal("failed", r.status)

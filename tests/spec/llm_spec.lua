@@ -171,10 +171,15 @@ describe("llm error classification", function()
     for _, e in ipairs({ "anthropic: HTTP 429: Number of request tokens has exceeded your per-minute rate limit",
                          "anthropic: HTTP 529: Overloaded", "bedrock: HTTP 429: ThrottlingException: Too many requests",
                          "bedrock: stream error: throttlingException: slow down",
-                         "anthropic: stream error: Overloaded" }) do
+                         "anthropic: stream error: Overloaded",
+                         "bedrock: stream error: throttlingException: Too many tokens, please wait",
+                         "openai: HTTP 429: Rate limit reached (after anthropic: HTTP 500: boom)" }) do
       assert.truthy(llm.is_throttle(e), e)
     end
     assert.falsy(llm.is_throttle("openai: HTTP 400: bad"))
+    -- only the chain's final failure counts, and an overflow is not a rate limit
+    assert.falsy(llm.is_throttle("openai: HTTP 401: bad key (after anthropic: HTTP 429: slow down)"))
+    assert.falsy(llm.is_throttle("bedrock: HTTP 400: ValidationException: Too many tokens in the input"))
   end)
 
   it("falls back only after retryable or provider-side failures", function()

@@ -897,9 +897,10 @@ TEST(test_lifecycle) {
       "local p = fail_run('d'); check(p.status == 'suspended' and alerts() == 1, p.status)\n"
       "check(sql(\"SELECT source FROM alert\") == 'd' and pending(d.id) == 0)\n"
       "db:send('in', {}); check(db:process_get('d').status == 'suspended' and alerts() == 1)\n"
-      /* throttled runs are not failures for the breaker */
+      /* throttled runs count for the breaker like failures (§2.5) */
       "local t = daemon('t'); db:handler_add('t', 'in'); for i = 1, 3 do db:send('in', {}) end\n"
-      "for i = 1, 3 do fail_run('t', 'throttled') end; check(db:process_get('t').status == 'waiting' and alerts() == 1)\n"
+      "check(fail_run('t', 'throttled').status == 'runnable' and fail_run('t', 'failed').status == 'runnable')\n"
+      "check(fail_run('t', 'throttled').status == 'suspended' and alerts() == 2)\n"
       /* T20: a re-upsert revives a suspended daemon */
       "check(db:process_upsert{name = 'd', status = 'waiting'}.status == 'waiting')\n"
       /* one_shot: completed (not disabled); throttled failure counts against retries */

@@ -31,6 +31,7 @@ local function summary(name, entry)
   end
   return {
     name = name, type = entry.type, data_dir = entry.data_dir, llm = entry.llm, cogents = cogents,
+    node_tags = entry.node_tags,
   }
 end
 
@@ -39,12 +40,12 @@ local commands = {}
 commands.create = { help = "create a cogtainer", fn = function(argv, i, usage_prefix)
   local usage = usage_prefix .. " NAME --type local [--llm-provider P] [--llm-model M]"
     .. " [--llm-api-key-env VAR] [--llm-base-url URL] [--llm-region R] [--llm-fallback P[:MODEL]]..."
-    .. " [--data-dir DIR]"
+    .. " [--data-dir DIR] [--node-tag TAG]..."
   local o, pos = args.parse(argv, i, {
     usage = usage, min = 1, max = 1,
     flags = { type = "string", ["llm-provider"] = "string", ["llm-model"] = "string",
       ["llm-api-key-env"] = "string", ["llm-base-url"] = "string", ["data-dir"] = "string",
-      ["llm-region"] = "string", ["llm-fallback"] = "list", json = "bool" },
+      ["llm-region"] = "string", ["llm-fallback"] = "list", ["node-tag"] = "list", json = "bool" },
     choices = { type = { "local" }, ["llm-provider"] = PROVIDERS },
   })
   local name = pos[1]
@@ -68,6 +69,14 @@ commands.create = { help = "create a cogtainer", fn = function(argv, i, usage_pr
     if not known then args.usage_error("--llm-fallback: unknown provider '" .. tostring(p) .. "'", usage) end
     entry.llm.fallback = entry.llm.fallback or {}
     table.insert(entry.llm.fallback, { provider = p, model = model ~= "" and model or nil, api_key_env = KEY_ENV[p] })
+  end
+  -- the tags its nodes carry: a process with required_tags runs only where all are
+  for _, tag in ipairs(o["node-tag"] or {}) do
+    if tag == "" or tag:find(",", 1, true) then
+      args.usage_error("--node-tag needs a non-empty tag without commas, got '" .. tag .. "'", usage)
+    end
+    entry.node_tags = entry.node_tags or {}
+    table.insert(entry.node_tags, tag)
   end
   local ok, err = core.sys.mkdir_p(entry.data_dir)
   if not ok then args.fail(err) end

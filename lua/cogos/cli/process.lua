@@ -29,22 +29,31 @@ end
 
 M.create = { help = "create or update a process", fn = function(argv, i, p)
   local usage = p .. " NAME [--mode daemon|one_shot] [--content TEXT] [--executor llm|lua] [--model M]"
-    .. " [--priority P] [--capability [grant=]type[:{scope}]]... [--handler CHANNEL]... [--json]"
+    .. " [--priority P] [--capability [grant=]type[:{scope}]]... [--handler CHANNEL]..."
+    .. " [--required-tag TAG]... [--idle-timeout-ms MS] [--json]"
   local o, pos = args.parse(argv, i, { usage = usage, min = 1, max = 1,
     flags = { mode = "string", content = "string", executor = "string", model = "string",
       priority = "number", capability = "list", handler = "list", json = "bool",
-      ["max-duration-ms"] = "integer", ["max-retries"] = "integer" },
+      ["max-duration-ms"] = "integer", ["max-retries"] = "integer", ["required-tag"] = "list",
+      ["idle-timeout-ms"] = "integer" },
     aliases = { cap = "capability" },
     choices = { mode = { "daemon", "one_shot" }, executor = { "llm", "lua" } } })
   local grants = {}
   for _, c in ipairs(o.capability or {}) do grants[#grants + 1] = parse_capability(c) end
+  local mode = o.mode or "one_shot"
+  for _, tag in ipairs(o["required-tag"] or {}) do
+    if tag == "" then args.usage_error("--required-tag needs a non-empty tag", usage) end
+  end
+  local idle = o["idle-timeout-ms"]
+  if idle and idle <= 0 then args.usage_error("--idle-timeout-ms must be a positive integer (ms)", usage) end
+  if idle and mode ~= "daemon" then args.usage_error("--idle-timeout-ms is for daemons (--mode daemon)", usage) end
   local db, t = open()
   for _, g in ipairs(grants) do ok_or_fail(db:capability_get(g.capability)) end
-  local mode = o.mode or "one_shot"
   db:begin()
   local row = db:process_upsert({ name = pos[1], mode = mode, content = o.content or "",
     executor = o.executor or "llm", model = o.model, priority = o.priority or 0,
     max_duration_ms = o["max-duration-ms"], max_retries = o["max-retries"],
+    required_tags = o["required-tag"] and array(o["required-tag"]), idle_timeout_ms = idle,
     status = mode == "daemon" and "waiting" or "runnable" })
   for _, g in ipairs(grants) do assert(db:grant_add(row.id, g)) end
   for _, ch in ipairs(o.handler or {}) do
