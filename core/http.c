@@ -39,6 +39,17 @@
 #define HTTP_MAX_HEAD           ((size_t)1 << 20)
 #define HTTP_REQ_MT             "cogos.http.req"
 
+/* curl keeps a receive buffer per transfer (and, for bodies over 64 KB, an
+ * upload buffer) from connect to cleanup, the wait for the answer included.
+ * While few transfers run, curl's defaults (16 KB, 64 KB) move bulk data
+ * fastest; a transfer that joins when HTTP_CROWD are already in flight gets
+ * curl's minimums instead: with thousands of runs waiting on their LLM, memory
+ * runs out long before bandwidth does (1 MB arrives ~1 ms slower). */
+#define HTTP_CROWD              64 /* the scheduler's default slots */
+#define HTTP_CROWD_RECV_BUF     1024L
+#define HTTP_CROWD_UPLOAD_BUF   16384L
+#define HTTP_MAX_IDLE_CONNS     64L
+
 typedef struct http_buf {
   char *data;
   size_t len, cap;
@@ -68,6 +79,7 @@ static CURLM *http_multi;
 static CURLSH *http_share;
 static uv_timer_t *http_timer; /* malloc'd, handle first: loop_close may free it */
 static int http_global_ok;
+static int http_in_flight; /* transfers in http_multi */
 
 static void http_check_done(void);
 
@@ -117,11 +129,17 @@ static char *http_shown_url (const char *url) {
 
 /* ---- request lifetime ---- */
 
+static void http_multi_remove (http_req *req) {
+  if (!req->in_multi) return;
+  curl_multi_remove_handle(http_multi, req->easy);
+  req->in_multi = 0;
+  http_in_flight--;
+}
+
 /* Frees everything curl-side; idempotent (also run by __gc). */
 static void http_release (lua_State *L, http_req *req) {
   if (req->easy) {
-    if (req->in_multi) curl_multi_remove_handle(http_multi, req->easy);
-    req->in_multi = 0;
+    http_multi_remove(req);
     curl_easy_cleanup(req->easy);
     req->easy = NULL;
   }
@@ -262,6 +280,12 @@ static int http_multi_init (void) {
   uv_timer_init(loop_get(), http_timer);
   curl_multi_setopt(http_multi, CURLMOPT_SOCKETFUNCTION, http_on_socket);
   curl_multi_setopt(http_multi, CURLMOPT_TIMERFUNCTION, http_on_timer_set);
+  /* curl's default keeps up to 4 idle connections per transfer in flight: after
+   * a burst of 10 000 answers, 10 000 sockets and ~2.5 KB each for connections
+   * that ended their run. A turn's next request comes within milliseconds, so
+   * few connections are idle at once in steady work; a burst past this many
+   * closes the oldest. */
+  curl_multi_setopt(http_multi, CURLMOPT_MAXCONNECTS, HTTP_MAX_IDLE_CONNS);
   return 0;
 }
 
@@ -335,8 +359,7 @@ static int http_push_result_protected (lua_State *L) { return http_push_result(L
 static void http_complete (http_req *req, CURLcode rc) {
   lua_State *M = req->cbL, *co = req->co;
   int n = -1;
-  curl_multi_remove_handle(http_multi, req->easy);
-  req->in_multi = 0;
+  http_multi_remove(req);
   req->rc = rc;
   if (lua_checkstack(M, 3)) {
     int top = lua_gettop(M);
@@ -524,8 +547,6 @@ static int l_http_request (lua_State *L) {
   curl_easy_setopt(e, CURLOPT_USERAGENT,
                    "cogos/"
                    "0.1");
-  /* Thousands of runs can wait on their LLM at once: a small receive buffer each. */
-  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
 #if LIBCURL_VERSION_NUM >= 0x075500
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -576,6 +597,10 @@ static int l_http_request (lua_State *L) {
     req->cbL = lua_tothread(L, -1);
     lua_pop(L, 1);
     req->co = L;
+    if (http_in_flight >= HTTP_CROWD) {
+      curl_easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_CROWD_RECV_BUF);
+      curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_CROWD_UPLOAD_BUF);
+    }
     CURLMcode mc = curl_multi_add_handle(http_multi, e);
     if (mc != CURLM_OK) {
       lua_pushnil(L);
@@ -583,6 +608,7 @@ static int l_http_request (lua_State *L) {
       return 2; /* __gc frees req */
     }
     req->in_multi = 1;
+    http_in_flight++;
     lua_pushvalue(L, 4);
     req->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushthread(L);

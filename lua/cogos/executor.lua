@@ -593,6 +593,9 @@ function M:run(run)
     log.info("throttled: no new runs for %d ms", cooldown)
     core.loop.timer(cooldown + 1, 0, core.sched.wake)
   end
+  -- Each finished run pays down its own garbage: when thousands of answers arrive
+  -- together, their leftovers would otherwise pile up until the next full cycle.
+  collectgarbage("step", 32)
 end
 
 return M

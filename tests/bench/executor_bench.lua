@@ -4,6 +4,8 @@
 --   2. N runs (10 000 by default) waiting at once on a fake LLM that answers after 5 s,
 --      in one node (one process, one loop): wall time, completions, peak RSS
 -- Usage: cogos lua tests/bench/executor_bench.lua [overhead | concurrent [N [DELAY_MS]]]
+--   BENCH_TRACE=1 prints RSS and Lua heap every 250 ms to stderr (=gc: after a full
+--   collection, i.e. the live heap); the fake server is another process, never counted.
 
 local core = require "cogos.core"
 local executor = require "cogos.executor"
@@ -118,10 +120,11 @@ local function concurrent(n, delay_ms)
   assert(db:begin())
   for i = 1, n do assert(db:process_upsert({ name = "w" .. i, status = "runnable", content = "Say ok." })) end
   assert(db:commit())
-  local rss0 = status_kb("VmRSS")
+  local rss0, lua0 = status_kb("VmRSS"), collectgarbage("count")
   local exec = executor.new({ db = db, node_id = "bench", llm = { provider = "anthropic", model = "claude-sonnet-4-5",
     api_key_env = "BENCH_LLM_KEY", base_url = url } })
   local done, waiting_peak, started, lua_peak_kb = 0, 0, 0, 0
+  local rss_all_waiting, lua_all_waiting -- while every run waits: no answer has come yet
   local t0 = now()
   local t_all_started
   core.sched.start(db, function(run)
@@ -129,12 +132,25 @@ local function concurrent(n, delay_ms)
     if started == n then t_all_started = now() - t0 end
     exec:run(run)
     done = done + 1
+    -- the answers come in a burst that keeps the loop busy: the ticker below rarely
+    -- runs then, so the Lua heap is also sampled here
+    lua_peak_kb = math.max(lua_peak_kb, collectgarbage("count"))
     if done == n then core.loop.stop() end
   end, { node_id = "bench", slots = n + 1 })
+  local trace = os.getenv("BENCH_TRACE") -- a timeline on stderr, for finding where memory goes
   local ticker = core.loop.timer(250, 250, function()
     local in_flight = started - done
     if in_flight > waiting_peak then waiting_peak = in_flight end
     lua_peak_kb = math.max(lua_peak_kb, collectgarbage("count"))
+    if started == n and done == 0 then
+      rss_all_waiting = math.max(rss_all_waiting or 0, status_kb("VmRSS"))
+      lua_all_waiting = math.max(lua_all_waiting or 0, collectgarbage("count"))
+    end
+    if trace then
+      if trace == "gc" then collectgarbage("collect") end -- the live heap, not what awaits collection
+      io.stderr:write(string.format("t=%6.0f started %5d done %5d RSS %7.1f MiB Lua %7.1f MiB\n", now() - t0,
+        started, done, status_kb("VmRSS") / 1024, collectgarbage("count") / 1024))
+    end
     if now() - t0 > 120000 then core.loop.stop() end
   end)
   core.sched.wake()
@@ -167,6 +183,11 @@ local function concurrent(n, delay_ms)
   io.write(string.format("  peak RSS (VmHWM) %.1f MiB; %.1f KiB per waiting run above the %.1f MiB before the runs\n",
     hwm / 1024, (hwm - rss0) / n, rss0 / 1024))
   io.write(string.format("  of which the node's Lua heap at most %.1f MiB\n", lua_peak_kb / 1024))
+  if rss_all_waiting then -- the peak may come later, from the burst of answers
+    io.write(string.format("  while all %d waited: RSS %.1f MiB (%.1f KiB per run), Lua heap %.1f MiB (%.1f KiB"
+      .. " per run)\n", n, rss_all_waiting / 1024, (rss_all_waiting - rss0) / n, lua_all_waiting / 1024,
+      (lua_all_waiting - lua0) / n))
+  end
   io.write("  server: ", server_note, "\n")
 end
 

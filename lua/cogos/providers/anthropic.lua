@@ -224,6 +224,7 @@ function Provider:complete(request, opts)
   if not wire then return nil, err end
   if stream then wire.stream = true end
   local body, jerr = json.encode(wire)
+  wire = nil -- luacheck: ignore 311 (only the encoded body waits with the request)
   if not body then return nil, M.NAME .. ": cannot encode the request: " .. tostring(jerr) end
   local headers = {
     ["content-type"] = "application/json",

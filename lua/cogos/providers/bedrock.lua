@@ -381,6 +381,7 @@ function Provider:complete(request, opts)
   local wire, model = M.to_wire(request, config)
   if not wire then return nil, model end
   local body, jerr = json.encode(wire)
+  wire = nil -- luacheck: ignore 311 (only the encoded body waits with the request)
   if not body then return nil, M.NAME .. ": cannot encode the request: " .. tostring(jerr) end
   local headers = { ["content-type"] = "application/json" }
   if stream then headers.accept = "application/vnd.amazon.eventstream" end

@@ -285,6 +285,7 @@ function Provider:complete(request, opts)
     wire.stream_options = { include_usage = true }
   end
   local body, jerr = json.encode(wire)
+  wire = nil -- luacheck: ignore 311 (only the encoded body waits with the request)
   if not body then return nil, name .. ": cannot encode the request: " .. tostring(jerr) end
   local headers = { ["content-type"] = "application/json" }
   if config.api_key and config.api_key ~= "" then headers.authorization = "Bearer " .. config.api_key end
