@@ -45,10 +45,10 @@
  * fastest; a transfer that joins when HTTP_CROWD are already in flight gets
  * curl's minimums instead: with thousands of runs waiting on their LLM, memory
  * runs out long before bandwidth does (1 MB arrives ~1 ms slower). */
-#define HTTP_CROWD              64 /* the scheduler's default slots */
-#define HTTP_CROWD_RECV_BUF     1024L
-#define HTTP_CROWD_UPLOAD_BUF   16384L
-#define HTTP_MAX_IDLE_CONNS     64L
+#define HTTP_CROWD            64 /* the scheduler's default slots */
+#define HTTP_CROWD_RECV_BUF   1024L
+#define HTTP_CROWD_UPLOAD_BUF 16384L
+#define HTTP_MAX_IDLE_CONNS   64L
 
 typedef struct http_buf {
   char *data;

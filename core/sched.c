@@ -50,7 +50,7 @@ static struct {
   int db_ref, run_ref;
   char node_id[64];
   int slots, running;
-  store_t *store; /* the dispatcher's db (anchored by db_ref) */
+  store_t *store;     /* the dispatcher's db (anchored by db_ref) */
   uint64_t rng;       /* splitmix64 state of the selection draws */
   sched_task *parked; /* runs parked in a wait, newest first */
   int nparked;

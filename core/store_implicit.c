@@ -14,10 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ARROW     "\xe2\x86\x92" /* U+2192 */
-#define ARROW_LEN 3
-
 typedef struct implicit {
+  const char *type; /* the channel_type it is made with */
   store_id owner;
   store_id handler; /* the process that handles it; empty: none */
   int64_t handler_epoch;
@@ -34,11 +32,14 @@ static int resolve (store_t *s, const char *name, implicit *im) {
   const char *rest;
   int r = 0;
   im->handler[0] = '\0';
-  if ((rest = after(name, "io:stdin:")) || (rest = after(name, "io:stdout:")) ||
-      (rest = after(name, "io:stderr:")) || (rest = after(name, "cog:to:"))) {
+  im->type = "implicit";
+  int is_stdin = (rest = after(name, "io:stdin:")) != NULL;
+  if (is_stdin || (rest = after(name, "io:stdout:")) || (rest = after(name, "io:stderr:")) ||
+      (rest = after(name, "cog:to:"))) {
     if (store_is_uuid(rest, strlen(rest)) || (r = store_proc_find(s, rest, &p)) <= 0) return r < 0 ? -1 : 0;
+    if (name[0] == 'c') im->type = "named";
     memcpy(im->owner, p.id, sizeof im->owner);
-    if (name[3] == 's' && name[6] == 'i') { /* io:stdin: */
+    if (is_stdin) {
       memcpy(im->handler, p.id, sizeof im->handler);
       im->handler_epoch = p.epoch;
     }
@@ -47,19 +48,23 @@ static int resolve (store_t *s, const char *name, implicit *im) {
   if ((rest = after(name, "cog:from:"))) {
     if (store_is_uuid(rest, strlen(rest)) || (r = store_proc_find(s, rest, &p)) <= 0) return r < 0 ? -1 : 0;
     if (p.parent[0] == '\0') return 0;
+    im->type = "named";
     memcpy(im->owner, p.parent, sizeof im->owner);
     return 1;
   }
   if ((rest = after(name, "spawn:"))) {
-    if (strlen(rest) != 2 * STORE_ID_LEN + ARROW_LEN || memcmp(rest + STORE_ID_LEN, ARROW, ARROW_LEN) != 0 ||
-        !store_is_uuid(rest, STORE_ID_LEN) || !store_is_uuid(rest + STORE_ID_LEN + ARROW_LEN, STORE_ID_LEN))
+    if (strlen(rest) != 2 * STORE_ID_LEN + STORE_ARROW_LEN ||
+        memcmp(rest + STORE_ID_LEN, STORE_ARROW, STORE_ARROW_LEN) != 0 ||
+        !store_is_uuid(rest, STORE_ID_LEN) ||
+        !store_is_uuid(rest + STORE_ID_LEN + STORE_ARROW_LEN, STORE_ID_LEN))
       return 0;
     store_id a;
     memcpy(a, rest, STORE_ID_LEN);
     a[STORE_ID_LEN] = '\0';
     if ((r = store_proc_by_id(s, a, &p)) <= 0 ||
-        (r = store_proc_by_id(s, rest + STORE_ID_LEN + ARROW_LEN, &q)) <= 0)
+        (r = store_proc_by_id(s, rest + STORE_ID_LEN + STORE_ARROW_LEN, &q)) <= 0)
       return r < 0 ? -1 : 0;
+    im->type = "spawn";
     memcpy(im->owner, p.id, sizeof im->owner);
     if (strcmp(q.parent, p.id) == 0) { /* parent to child */
       memcpy(im->handler, q.id, sizeof im->handler);
@@ -116,7 +121,7 @@ int store_implicit_create (store_t *s, const char *name, store_id id) {
   store_bind_text(s, q, 1, id);
   store_bind_text(s, q, 2, name);
   store_bind_text(s, q, 3, im.owner);
-  store_bind_text(s, q, 4, name[0] == 's' ? "spawn" : name[0] == 'i' ? "implicit" : "named");
+  store_bind_text(s, q, 4, im.type);
   store_bind_text(s, q, 5, now);
   if (store_exec_q(s, q) < 0) return -1;
   if (im.handler[0] && store_implicit_handler(s, im.handler, name, im.handler_epoch, now) < 0) return -1;

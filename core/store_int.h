@@ -72,6 +72,10 @@ typedef struct store_q {
   int active; /* stepped and not yet reset */
 } store_q;
 
+/* The arrow of spawn channel names: spawn:<from id>→<to id> (U+2192, UTF-8). */
+#define STORE_ARROW     "\xe2\x86\x92"
+#define STORE_ARROW_LEN 3
+
 typedef char store_id[STORE_ID_LEN + 1];
 
 /* A process as the rules see it. */
@@ -112,10 +116,10 @@ struct store {
   const store_driver *drv;
   void *db;
   store_q cache[STORE_QCAP];
-  int nactive;  /* statements stepped and not reset */
-  int depth;    /* transaction nesting */
-  int op_depth; /* depth of the rule in progress; nonzero after a Lua error inside one */
-  int group;    /* store_group_open nesting: operations share one transaction */
+  int nactive;   /* statements stepped and not reset */
+  int depth;     /* transaction nesting */
+  int op_depth;  /* depth of the rule in progress; nonzero after a Lua error inside one */
+  int group;     /* store_group_open nesting: operations share one transaction */
   int group_txn; /* that transaction is begun (depth 1 is the group's) */
   size_t wake_mark[STORE_MAX_NEST + 1];
   store_id *woken; /* processes made runnable, called back after the outermost commit */

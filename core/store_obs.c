@@ -464,12 +464,8 @@ fail:
 /* }============ */
 
 const luaL_Reg store_obs_methods[] = {
-    {"event_add", l_store_event_add},
-    {"events", l_store_events},
-    {"alert_add", l_store_alert_add},
-    {"alert_list", l_store_alert_list},
-    {"budget_set", l_store_budget_set},
-    {"budget_status", l_store_budget_status},
-    {"budget_charge", l_store_budget_charge},
-    {NULL, NULL},
+    {"event_add", l_store_event_add},         {"events", l_store_events},
+    {"alert_add", l_store_alert_add},         {"alert_list", l_store_alert_list},
+    {"budget_set", l_store_budget_set},       {"budget_status", l_store_budget_status},
+    {"budget_charge", l_store_budget_charge}, {NULL, NULL},
 };

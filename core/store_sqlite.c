@@ -82,7 +82,9 @@ static int sq_open (store_t *s, const char *path, int sync_full) {
   /* WAL: readers never block the writer; NORMAL loses at most the last
    * transactions on power loss (never corrupts); FULL syncs every commit.
    * Checkpoints are rarer than the default (1000 pages): hot pages are then
-   * copied back once for many commits instead of once for a few. */
+   * copied back once for many commits instead of once for a few. Temporary
+   * storage in memory: every operation inside a transaction is a savepoint,
+   * whose journal would otherwise be written to a temporary file. */
   if (sq_exec(s, "PRAGMA journal_mode = WAL") < 0 || sq_exec(s, "PRAGMA foreign_keys = ON") < 0 ||
       sq_exec(s, sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL") < 0 ||
       sq_exec(s, "PRAGMA wal_autocheckpoint = 8000") < 0 || sq_exec(s, "PRAGMA temp_store = MEMORY") < 0 ||

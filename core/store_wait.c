@@ -9,12 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARROW          "\xe2\x86\x92" /* U+2192 */
-#define MAX_EXIT_ERROR 1000           /* bytes of a child's error in child:exited */
+#define MAX_EXIT_ERROR 1000 /* bytes of a child's error in child:exited */
 
 int store_spawn_channel (store_t *s, const char *from, const char *to, const char *now, store_id id,
                          char *name, size_t namelen) {
-  snprintf(name, namelen, "spawn:%s" ARROW "%s", from, to);
+  snprintf(name, namelen, "spawn:%s" STORE_ARROW "%s", from, to);
   store_id nid;
   store_uuid(s, nid);
   store_q *q = store_q_get(s, "INSERT INTO channel (id, name, owner, channel_type, auto_close, created_at) "
@@ -165,7 +164,7 @@ int store_wait_resolve (store_t *s, lua_State *L, const char *waiter, const char
  * 1 pushed, 0 none, -1 error. */
 static int push_exit (store_t *s, lua_State *L, const char *child, const char *parent) {
   char name[128];
-  snprintf(name, sizeof name, "spawn:%s" ARROW "%s", child, parent);
+  snprintf(name, sizeof name, "spawn:%s" STORE_ARROW "%s", child, parent);
   store_q *q =
       store_q_get(s, "SELECT m.payload FROM channel_message m JOIN channel c ON c.id = m.channel "
                      "WHERE c.name = ? AND m.sender_process = ? ORDER BY m.created_at DESC, m.id DESC");
