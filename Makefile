@@ -13,6 +13,10 @@ SANITIZER ?=
 BUILD     ?= build$(if $(SANITIZER),-$(SANITIZER))
 
 PKGS       = lua5.4 libuv libcurl sqlite3 libedit
+# libcurl and libedit are opened with dlopen on first use (core/http_lib.c, core/term.c),
+# so a process that never needs them never maps them: headers only, not linked.
+# dlopen itself is in libc (glibc >= 2.34).
+LINK_PKGS  = lua5.4 libuv sqlite3
 # Debian packages the build and the tests need; installed when missing and we are root.
 DEBS       = gcc make pkg-config liblua5.4-dev libuv1-dev libcurl4-openssl-dev libsqlite3-dev \
              libedit-dev lua-check nodejs tmux
@@ -23,7 +27,7 @@ WARN       = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wno-unused-parameter -Wwrite-strings -Werror
 CFLAGS    += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
              -DCOGOS_DATADIR='"$(DATADIR)"'
-LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS    += $(shell pkg-config --libs $(LINK_PKGS) 2>/dev/null) -lm
 
 ifneq ($(SANITIZER),)
   ifeq ($(filter $(SANITIZER),address undefined),)

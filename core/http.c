@@ -19,15 +19,19 @@
  * lua_pcall) from curl's write callback; it must not yield. An error it raises
  * aborts the transfer and becomes the request's error.
  *
+ * libcurl is not linked: the first request opens it (http_lib.c) and every
+ * call goes through http_curl. Without it a request returns nil and
+ * "http: cannot load libcurl.so.4: <dlerror>".
+ *
  * Nothing here logs; error texts carry the URL without query string or
  * credentials so keys passed in URLs never reach a message.
  */
 #include "http.h"
+#include "http_lib.h"
 #include "lcore.h"
 #include "loop.h"
 #include "sched.h"
 
-#include <curl/curl.h>
 #include <lauxlib.h>
 
 #include <stdlib.h>
@@ -78,8 +82,7 @@ typedef struct http_sock {
 static CURLM *http_multi;
 static CURLSH *http_share;
 static uv_timer_t *http_timer; /* malloc'd, handle first: loop_close may free it */
-static int http_global_ok;
-static int http_in_flight; /* transfers in http_multi */
+static int http_in_flight;     /* transfers in http_multi */
 
 static void http_check_done(void);
 
@@ -131,7 +134,7 @@ static char *http_shown_url (const char *url) {
 
 static void http_multi_remove (http_req *req) {
   if (!req->in_multi) return;
-  curl_multi_remove_handle(http_multi, req->easy);
+  http_curl.multi_remove_handle(http_multi, req->easy);
   req->in_multi = 0;
   http_in_flight--;
 }
@@ -140,10 +143,10 @@ static void http_multi_remove (http_req *req) {
 static void http_release (lua_State *L, http_req *req) {
   if (req->easy) {
     http_multi_remove(req);
-    curl_easy_cleanup(req->easy);
+    http_curl.easy_cleanup(req->easy);
     req->easy = NULL;
   }
-  curl_slist_free_all(req->hdrs);
+  http_curl.slist_free_all(req->hdrs);
   req->hdrs = NULL;
   http_buf_free(&req->body);
   http_buf_free(&req->head);
@@ -219,7 +222,7 @@ static void http_on_poll (uv_poll_t *p, int status, int events) {
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
   int running;
-  curl_multi_socket_action(http_multi, hs->fd, flags, &running);
+  http_curl.multi_socket_action(http_multi, hs->fd, flags, &running);
   http_check_done();
 }
 
@@ -229,7 +232,7 @@ static int http_on_socket (CURL *easy, curl_socket_t s, int what, void *userp, v
     if (hs) {
       uv_poll_stop(&hs->poll);
       uv_close((uv_handle_t *)&hs->poll, http_sock_free);
-      curl_multi_assign(http_multi, s, NULL);
+      http_curl.multi_assign(http_multi, s, NULL);
     }
     return 0;
   }
@@ -242,7 +245,7 @@ static int http_on_socket (CURL *easy, curl_socket_t s, int what, void *userp, v
     }
     hs->fd = s;
     hs->poll.data = hs;
-    curl_multi_assign(http_multi, s, hs);
+    http_curl.multi_assign(http_multi, s, hs);
   }
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
@@ -253,7 +256,7 @@ static int http_on_socket (CURL *easy, curl_socket_t s, int what, void *userp, v
 
 static void http_on_timeout (uv_timer_t *t) {
   int running;
-  curl_multi_socket_action(http_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  http_curl.multi_socket_action(http_multi, CURL_SOCKET_TIMEOUT, 0, &running);
   http_check_done();
 }
 
@@ -271,21 +274,21 @@ static int http_multi_init (void) {
   if (http_multi) return 0;
   http_timer = malloc(sizeof *http_timer);
   if (http_timer == NULL) return -1;
-  http_multi = curl_multi_init();
+  http_multi = http_curl.multi_init();
   if (http_multi == NULL) {
     free(http_timer);
     http_timer = NULL;
     return -1;
   }
   uv_timer_init(loop_get(), http_timer);
-  curl_multi_setopt(http_multi, CURLMOPT_SOCKETFUNCTION, http_on_socket);
-  curl_multi_setopt(http_multi, CURLMOPT_TIMERFUNCTION, http_on_timer_set);
+  http_curl.multi_setopt(http_multi, CURLMOPT_SOCKETFUNCTION, http_on_socket);
+  http_curl.multi_setopt(http_multi, CURLMOPT_TIMERFUNCTION, http_on_timer_set);
   /* curl's default keeps up to 4 idle connections per transfer in flight: after
    * a burst of 10 000 answers, 10 000 sockets and ~2.5 KB each for connections
    * that ended their run. A turn's next request comes within milliseconds, so
    * few connections are idle at once in steady work; a burst past this many
    * closes the oldest. */
-  curl_multi_setopt(http_multi, CURLMOPT_MAXCONNECTS, HTTP_MAX_IDLE_CONNS);
+  http_curl.multi_setopt(http_multi, CURLMOPT_MAXCONNECTS, HTTP_MAX_IDLE_CONNS);
   return 0;
 }
 
@@ -334,11 +337,12 @@ static int http_push_result (lua_State *L, http_req *req) {
     else if (req->too_large)
       lua_pushfstring(L, "http: response larger than %d MiB (%s)", (int)(HTTP_MAX_BODY >> 20), url);
     else
-      lua_pushfstring(L, "http: %s (%s)", req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->rc), url);
+      lua_pushfstring(L, "http: %s (%s)", req->errbuf[0] ? req->errbuf : http_curl.easy_strerror(req->rc),
+                      url);
     return 2;
   }
   long status = 0;
-  curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+  http_curl.easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
   lua_createtable(L, 0, 3);
   lua_pushinteger(L, status);
   lua_setfield(L, -2, "status");
@@ -386,12 +390,12 @@ static void http_complete (http_req *req, CURLcode rc) {
 static void http_check_done (void) {
   CURLMsg *msg;
   int left;
-  while ((msg = curl_multi_info_read(http_multi, &left)) != NULL) {
+  while ((msg = http_curl.multi_info_read(http_multi, &left)) != NULL) {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL *easy = msg->easy_handle;
     CURLcode rc = msg->data.result;
     char *priv = NULL;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+    http_curl.easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
     if (priv) http_complete((http_req *)priv, rc);
   }
 }
@@ -419,7 +423,7 @@ static void http_set_headers (lua_State *L, http_req *req) {
       if (strcasecmp(name, "expect") == 0) has_expect = 1;
       /* "Name;" is curl's way to send a header with an empty value */
       const char *line = *value ? lua_pushfstring(L, "%s: %s", name, value) : lua_pushfstring(L, "%s;", name);
-      struct curl_slist *l = curl_slist_append(req->hdrs, line);
+      struct curl_slist *l = http_curl.slist_append(req->hdrs, line);
       if (l == NULL) luaL_error(L, "http: out of memory");
       req->hdrs = l;
       lua_pop(L, 2);
@@ -430,7 +434,7 @@ static void http_set_headers (lua_State *L, http_req *req) {
   lua_pop(L, 1);
   /* No "Expect: 100-continue" round trip for large bodies. */
   if (!has_expect) {
-    struct curl_slist *l = curl_slist_append(req->hdrs, "Expect:");
+    struct curl_slist *l = http_curl.slist_append(req->hdrs, "Expect:");
     if (l == NULL) luaL_error(L, "http: out of memory");
     req->hdrs = l;
   }
@@ -451,14 +455,14 @@ static const char *http_opt_string (lua_State *L, const char *key) {
  * cannot parse, or no memory). */
 static int http_sigv4_path (CURL *e, const char *url, char **target_out) {
   *target_out = NULL;
-  const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+  const curl_version_info_data *v = http_curl.version_info(CURLVERSION_NOW);
   if (v->version_num >= 0x080900) return 0;
-  CURLU *u = curl_url();
+  CURLU *u = http_curl.url();
   char *path = NULL, *query = NULL, *signed_url = NULL;
   int rc = -1;
-  if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) goto done;
-  if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) goto done;
-  if (curl_url_get(u, CURLUPART_QUERY, &query, 0) != CURLUE_OK) query = NULL;
+  if (u == NULL || http_curl.url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) goto done;
+  if (http_curl.url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) goto done;
+  if (http_curl.url_get(u, CURLUPART_QUERY, &query, 0) != CURLUE_OK) query = NULL;
   size_t n = strlen(path);
   char *enc = malloc(n * 3 + 1), *target = malloc(n + (query ? strlen(query) + 1 : 0) + 1);
   if (enc == NULL || target == NULL) {
@@ -484,23 +488,37 @@ static int http_sigv4_path (CURL *e, const char *url, char **target_out) {
     strcat(target, "?");
     strcat(target, query);
   }
-  int ok = curl_url_set(u, CURLUPART_PATH, enc, 0) == CURLUE_OK &&
-           curl_url_get(u, CURLUPART_URL, &signed_url, 0) == CURLUE_OK;
+  int ok = http_curl.url_set(u, CURLUPART_PATH, enc, 0) == CURLUE_OK &&
+           http_curl.url_get(u, CURLUPART_URL, &signed_url, 0) == CURLUE_OK;
   free(enc);
   if (!ok) {
     free(target);
     goto done;
   }
-  curl_easy_setopt(e, CURLOPT_URL, signed_url);
-  curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, target);
+  http_curl.easy_setopt(e, CURLOPT_URL, signed_url);
+  http_curl.easy_setopt(e, CURLOPT_REQUEST_TARGET, target);
   *target_out = target;
   rc = 0;
 done:
-  curl_free(path);
-  curl_free(query);
-  curl_free(signed_url);
-  curl_url_cleanup(u);
+  http_curl.free(path);
+  http_curl.free(query);
+  http_curl.free(signed_url);
+  http_curl.url_cleanup(u);
   return rc;
+}
+
+/* libcurl is opened by the first request (http_lib.c): a process that never
+ * does HTTP never maps it. Returns NULL or the error text. */
+static const char *http_init (void) {
+  const char *err = http_curl_load();
+  if (err || http_share) return err;
+  /* One connection and DNS cache for the blocking path (single thread: no locks). */
+  http_share = http_curl.share_init();
+  if (http_share) {
+    http_curl.share_setopt(http_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    http_curl.share_setopt(http_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  }
+  return NULL;
 }
 
 static int l_http_request (lua_State *L) {
@@ -524,6 +542,12 @@ static int l_http_request (lua_State *L) {
   t = lua_getfield(L, 1, "on_data");
   if (t != LUA_TNIL && t != LUA_TFUNCTION) return luaL_error(L, "http: on_data must be a function");
   int yield = sched_can_yield(L) && lua_isyieldable(L);
+  const char *load_err = http_init();
+  if (load_err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "http: %s", load_err);
+    return 2;
+  }
 
   http_req *req = lua_newuserdatauv(L, sizeof *req, 1); /* [opts, body, on_data, req] */
   memset(req, 0, sizeof *req);
@@ -533,38 +557,38 @@ static int l_http_request (lua_State *L) {
   req->co_ref = req->self_ref = req->on_data_ref = LUA_NOREF;
   luaL_setmetatable(L, HTTP_REQ_MT);
   if ((req->shown_url = http_shown_url(url)) == NULL) return luaL_error(L, "http: out of memory");
-  if ((req->easy = curl_easy_init()) == NULL) return luaL_error(L, "http: cannot create a handle");
+  if ((req->easy = http_curl.easy_init()) == NULL) return luaL_error(L, "http: cannot create a handle");
   http_set_headers(L, req);
 
   CURL *e = req->easy;
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)req);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+  http_curl.easy_setopt(e, CURLOPT_URL, url);
+  http_curl.easy_setopt(e, CURLOPT_PRIVATE, (char *)req);
+  http_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, req->errbuf);
+  http_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  http_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
   /* LLM answers can take minutes of silence; keep NATs from dropping the connection. */
-  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(e, CURLOPT_USERAGENT,
-                   "cogos/"
-                   "0.1");
+  http_curl.easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  http_curl.easy_setopt(e, CURLOPT_USERAGENT,
+                        "cogos/"
+                        "0.1");
 #if LIBCURL_VERSION_NUM >= 0x075500
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  http_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  http_curl.easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_write);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
+  http_curl.easy_setopt(e, CURLOPT_HTTPHEADER, req->hdrs);
+  http_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, http_on_write);
+  http_curl.easy_setopt(e, CURLOPT_WRITEDATA, req);
+  http_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, http_on_header);
+  http_curl.easy_setopt(e, CURLOPT_HEADERDATA, req);
   if (strcmp(method, "HEAD") == 0) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    http_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else {
     int post = strcmp(method, "POST") == 0;
-    if (!post && strcmp(method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    if (!post && strcmp(method, "GET") != 0) http_curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (body || post) {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+      http_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+      http_curl.easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
     }
   }
 
@@ -576,14 +600,14 @@ static int l_http_request (lua_State *L) {
   if (sigv4) {
     if (user == NULL) return luaL_error(L, "http: aws_sigv4 needs user and password");
     if (*sigv4 == '\0' || strpbrk(sigv4, "\r\n")) return luaL_error(L, "http: bad aws_sigv4");
-    curl_easy_setopt(e, CURLOPT_AWS_SIGV4, sigv4);
+    http_curl.easy_setopt(e, CURLOPT_AWS_SIGV4, sigv4);
     char *target;
     if (http_sigv4_path(e, url, &target) != 0) return luaL_error(L, "http: bad URL for aws_sigv4");
     free(target); /* curl copied it */
   }
   if (user) {
-    curl_easy_setopt(e, CURLOPT_USERNAME, user);
-    curl_easy_setopt(e, CURLOPT_PASSWORD, password);
+    http_curl.easy_setopt(e, CURLOPT_USERNAME, user);
+    http_curl.easy_setopt(e, CURLOPT_PASSWORD, password);
   }
 
   if (!lua_isnil(L, 3)) { /* [opts, body, on_data, req] */
@@ -598,13 +622,13 @@ static int l_http_request (lua_State *L) {
     lua_pop(L, 1);
     req->co = L;
     if (http_in_flight >= HTTP_CROWD) {
-      curl_easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_CROWD_RECV_BUF);
-      curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_CROWD_UPLOAD_BUF);
+      http_curl.easy_setopt(e, CURLOPT_BUFFERSIZE, HTTP_CROWD_RECV_BUF);
+      http_curl.easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_CROWD_UPLOAD_BUF);
     }
-    CURLMcode mc = curl_multi_add_handle(http_multi, e);
+    CURLMcode mc = http_curl.multi_add_handle(http_multi, e);
     if (mc != CURLM_OK) {
       lua_pushnil(L);
-      lua_pushfstring(L, "http: %s (%s)", curl_multi_strerror(mc), req->shown_url);
+      lua_pushfstring(L, "http: %s (%s)", http_curl.multi_strerror(mc), req->shown_url);
       return 2; /* __gc frees req */
     }
     req->in_multi = 1;
@@ -618,24 +642,14 @@ static int l_http_request (lua_State *L) {
   }
 
   req->cbL = L;
-  if (http_share) curl_easy_setopt(e, CURLOPT_SHARE, http_share);
-  req->rc = curl_easy_perform(e);
+  if (http_share) http_curl.easy_setopt(e, CURLOPT_SHARE, http_share);
+  req->rc = http_curl.easy_perform(e);
   int n = http_push_result(L, req);
   http_release(L, req);
   return n;
 }
 
 int http_luaopen (lua_State *L) {
-  if (!http_global_ok) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return luaL_error(L, "http: curl_global_init failed");
-    http_global_ok = 1;
-    /* One connection and DNS cache for the blocking path (single thread: no locks). */
-    http_share = curl_share_init();
-    if (http_share) {
-      curl_share_setopt(http_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-      curl_share_setopt(http_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    }
-  }
   if (luaL_newmetatable(L, HTTP_REQ_MT)) {
     lua_pushcfunction(L, l_http_req_gc);
     lua_setfield(L, -2, "__gc");

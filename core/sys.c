@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -234,6 +235,30 @@ static int l_sys_exe (lua_State *L) {
 static int l_sys_isatty (lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
   return 1;
+}
+
+static const char *sys_lib_fail (sys_lib *lib) {
+  const char *e = dlerror();
+  snprintf(lib->err, sizeof lib->err, "cannot load %s: %s", lib->soname, e ? e : "unknown error");
+  return lib->err;
+}
+
+const char *sys_lib_load (sys_lib *lib) {
+  if (lib->handle) return NULL;
+  if (lib->err[0]) return lib->err;
+  void *h = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
+  if (h == NULL) return sys_lib_fail(lib);
+  for (size_t i = 0; lib->names[i]; i++) {
+    void *p = dlsym(h, lib->names[i]);
+    if (p == NULL) {
+      sys_lib_fail(lib); /* before dlclose: it reads dlerror */
+      dlclose(h);
+      return lib->err;
+    }
+    lib->fns[i] = (sys_fn)p; /* POSIX: dlsym's void * holds a function's address */
+  }
+  lib->handle = h;
+  return NULL;
 }
 
 int sys_luaopen (lua_State *L) {

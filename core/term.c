@@ -1,8 +1,15 @@
-/* term.c — the interactive terminal for `cogos shell` (see term.h). */
+/* term.c — the interactive terminal for `cogos shell` (see term.h).
+ *
+ * libedit is not linked: only the line editor and its history need it, so the
+ * first of those opens it (sys_lib) and calls go through term_edit. Without it
+ * readline, history_add and history_clear raise, and history_load/save return
+ * nil, "term: cannot load libedit.so.2: <dlerror>".
+ */
 #include "term.h"
 #include "host.h"
 #include "lcore.h"
 #include "loop.h"
+#include "sys.h"
 
 #include <histedit.h>
 #include <lauxlib.h>
@@ -30,6 +37,44 @@ static struct {
 } T = {.completer_ref = LUA_NOREF};
 
 static volatile sig_atomic_t term_sigint;
+
+/* {============ libedit, opened on first use */
+
+/* Every libedit function used here: X(return type, name, parameters). */
+#define TERM_EDIT_FNS(X)                                         \
+  X(History *, history_init, (void))                             \
+  X(int, history, (History *, HistEvent *, int, ...))            \
+  X(EditLine *, el_init, (const char *, FILE *, FILE *, FILE *)) \
+  X(int, el_set, (EditLine *, int, ...))                         \
+  X(const char *, el_gets, (EditLine *, int *))                  \
+  X(const LineInfo *, el_line, (EditLine *))                     \
+  X(int, el_insertstr, (EditLine *, const char *))
+
+/* A mistyped entry would compile silently and break at run time. */
+#define TERM_EDIT_CHECK(ret, name, params) \
+  _Static_assert(_Generic(&name, ret(*) params : 1, default : 0), #name " prototype");
+TERM_EDIT_FNS(TERM_EDIT_CHECK)
+
+#define TERM_EDIT_FIELD(ret, name, params) ret(*name) params;
+static struct { TERM_EDIT_FNS(TERM_EDIT_FIELD) } E;
+
+#define TERM_EDIT_NAME(ret, name, params) #name,
+static const char *const term_edit_names[] = {TERM_EDIT_FNS(TERM_EDIT_NAME) NULL};
+static sys_fn term_edit_fns[sizeof term_edit_names / sizeof term_edit_names[0]];
+static sys_lib term_edit_lib = {.soname = "libedit.so.2", .names = term_edit_names, .fns = term_edit_fns};
+
+/* Returns NULL once E is usable, else the error text. */
+static const char *term_edit_load (void) {
+  if (E.el_init) return NULL;
+  const char *err = sys_lib_load(&term_edit_lib);
+  if (err) return err;
+  size_t i = 0;
+#define TERM_EDIT_SET(ret, name, params) E.name = (ret(*) params)term_edit_fns[i++];
+  TERM_EDIT_FNS(TERM_EDIT_SET)
+  return NULL;
+}
+
+/* }============ */
 
 static void term_on_sigint (int sig) {
   (void)sig;
@@ -113,7 +158,7 @@ static int term_filter (lua_State *L, int idx, const char *word, size_t wlen) {
 static unsigned char term_key_complete (EditLine *el, int ch) {
   (void)ch;
   lua_State *L = T.L;
-  const LineInfo *li = el_line(el);
+  const LineInfo *li = E.el_line(el);
   if (L == NULL || T.completer_ref == LUA_NOREF) return CC_REFRESH_BEEP;
   const char *w = li->cursor;
   while (w > li->buffer && w[-1] != ' ' && w[-1] != '\t') w--;
@@ -152,7 +197,7 @@ static unsigned char term_key_complete (EditLine *el, int ch) {
       luaL_addlstring(&b, first + wlen, lcp - wlen);
       if (n == 1 && (lcp == 0 || first[lcp - 1] != '/')) luaL_addchar(&b, ' ');
       luaL_pushresult(&b);
-      el_insertstr(el, lua_tostring(L, -1));
+      E.el_insertstr(el, lua_tostring(L, -1));
       T.last_tab = 0;
       rc = CC_REFRESH;
     } else if (T.last_tab) {
@@ -168,37 +213,42 @@ static unsigned char term_key_complete (EditLine *el, int ch) {
   return rc;
 }
 
-static void term_init (void) {
+/* Returns NULL, or why libedit cannot be used. */
+static const char *term_init (void) {
   HistEvent ev;
-  if (T.el) return;
-  T.hist = history_init();
-  history(T.hist, &ev, H_SETSIZE, 1000);
-  T.el = el_init("cogos", stdin, stdout, stderr);
-  el_set(T.el, EL_EDITOR, "emacs");
-  el_set(T.el, EL_SIGNAL, 1);
-  el_set(T.el, EL_PROMPT, term_prompt);
-  el_set(T.el, EL_HIST, history, T.hist);
+  if (T.el) return NULL;
+  const char *err = term_edit_load();
+  if (err) return err;
+  T.hist = E.history_init();
+  E.history(T.hist, &ev, H_SETSIZE, 1000);
+  T.el = E.el_init("cogos", stdin, stdout, stderr);
+  E.el_set(T.el, EL_EDITOR, "emacs");
+  E.el_set(T.el, EL_SIGNAL, 1);
+  E.el_set(T.el, EL_PROMPT, term_prompt);
+  E.el_set(T.el, EL_HIST, E.history, T.hist);
   /* Ctrl-C arrives as a key while editing, so it clears the line, not the shell. */
-  el_set(T.el, EL_SETTY, "-d", "-isig", NULL);
-  el_set(T.el, EL_ADDFN, "cogos-intr", "clear the line", term_key_intr);
-  el_set(T.el, EL_BIND, "^C", "cogos-intr", NULL);
-  el_set(T.el, EL_ADDFN, "cogos-complete", "complete the word", term_key_complete);
-  el_set(T.el, EL_BIND, "^I", "cogos-complete", NULL);
-  el_set(T.el, EL_BIND, "^R", "em-inc-search-prev", NULL);
+  E.el_set(T.el, EL_SETTY, "-d", "-isig", NULL);
+  E.el_set(T.el, EL_ADDFN, "cogos-intr", "clear the line", term_key_intr);
+  E.el_set(T.el, EL_BIND, "^C", "cogos-intr", NULL);
+  E.el_set(T.el, EL_ADDFN, "cogos-complete", "complete the word", term_key_complete);
+  E.el_set(T.el, EL_BIND, "^I", "cogos-complete", NULL);
+  E.el_set(T.el, EL_BIND, "^R", "em-inc-search-prev", NULL);
+  return NULL;
 }
 
 static int l_term_readline (lua_State *L) {
   const char *prompt = luaL_checkstring(L, 1);
+  const char *err = term_init();
+  if (err) return luaL_error(L, "term: %s", err); /* nil would read as end of input */
   char *copy = strdup(prompt);
   if (copy == NULL) return luaL_error(L, "out of memory");
-  term_init();
   free(T.prompt);
   T.prompt = copy;
   T.L = L;
   T.key_intr = 0;
   T.last_tab = 0;
   int count = 0;
-  const char *line = el_gets(T.el, &count);
+  const char *line = E.el_gets(T.el, &count);
   T.L = NULL;
   if (T.key_intr) {
     T.key_intr = 0;
@@ -235,25 +285,31 @@ static int l_term_set_completer (lua_State *L) {
 static int l_term_history_add (lua_State *L) {
   HistEvent ev;
   const char *line = luaL_checkstring(L, 1);
-  term_init();
-  if (line[0] != '\0') history(T.hist, &ev, H_ENTER, line);
+  const char *err = term_init();
+  if (err) return luaL_error(L, "term: %s", err);
+  if (line[0] != '\0') E.history(T.hist, &ev, H_ENTER, line);
   return 0;
 }
 
 static int l_term_history_clear (lua_State *L) {
   HistEvent ev;
-  (void)L;
-  term_init();
-  history(T.hist, &ev, H_CLEAR);
+  const char *err = term_init();
+  if (err) return luaL_error(L, "term: %s", err);
+  E.history(T.hist, &ev, H_CLEAR);
   return 0;
 }
 
 static int term_history_file (lua_State *L, int op, const char *what) {
   HistEvent ev;
   const char *path = luaL_checkstring(L, 1);
-  term_init();
+  const char *err = term_init();
+  if (err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "term: %s", err);
+    return 2;
+  }
   errno = 0;
-  if (history(T.hist, &ev, op, path) < 0) {
+  if (E.history(T.hist, &ev, op, path) < 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "cannot %s history %s: %s", what, path, errno ? strerror(errno) : "bad file");
     return 2;
