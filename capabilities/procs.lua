@@ -23,6 +23,8 @@ local json = core.json
 local RECV_LIMIT, LIST_LIMIT, RUNS_LIMIT = 10, 200, 10
 local ARROW = "\u{2192}"
 
+local NONE = {} -- an empty list, never written to
+
 local function spawn_channel(from, to) return "spawn:" .. from .. ARROW .. to end
 
 local function handle(p) return { id = p.id, name = p.name } end
@@ -88,17 +90,29 @@ local function requested(grant_name, v)
   return ctype, v.scope or {}
 end
 
+-- What a run holds by capability type: its authority, fixed when it started,
+-- like its sandbox's grants. Made once per run (per grants list).
+local held_by_run = setmetatable({}, { __mode = "k" })
+
+local function held_of(grants)
+  local held = held_by_run[grants]
+  if held then return held end
+  held = {}
+  for _, g in ipairs(grants) do
+    held[g.type] = held[g.type] or {}
+    table.insert(held[g.type], g.config)
+  end
+  held_by_run[grants] = held
+  return held
+end
+
 -- The grants to create for the child, or nil, err; writes nothing.
 local function delegation(ctx, caps)
-  if caps == nil then return {} end
+  if caps == nil then return NONE end
   if type(caps) ~= "table" or json.is_array(caps) and next(caps) ~= nil then
     return nil, "capabilities must map grant names to grants"
   end
-  local held = {}
-  for _, g in ipairs(ctx.db:grants(ctx.process.id)) do
-    held[g.capability] = held[g.capability] or {}
-    table.insert(held[g.capability], g.config or {})
-  end
+  local held = held_of(ctx.grants)
   local out, names = {}, {}
   for name in pairs(caps) do
     if type(name) ~= "string" or name == "" then return nil, "capabilities: grant names must be strings" end
@@ -108,11 +122,11 @@ local function delegation(ctx, caps)
   for _, name in ipairs(names) do
     local ctype, scope = requested(name, caps[name])
     if not ctype then return nil, "Cannot delegate '" .. name .. "': " .. scope end
-    local cap = ctx.db:capability_get(ctype)
-    if not cap or cap.enabled == false then
-      return nil, "Cannot delegate '" .. name .. "': unknown or disabled capability '" .. ctype .. "'"
-    end
     if not held[ctype] then
+      local cap = ctx.db:capability_get(ctype)
+      if not cap or cap.enabled == false then
+        return nil, "Cannot delegate '" .. name .. "': unknown or disabled capability '" .. ctype .. "'"
+      end
       return nil, "Cannot delegate '" .. name .. "': this process holds no '" .. ctype .. "' grant"
     end
     local ok, why = false, nil
@@ -138,6 +152,7 @@ end
 -- }============
 
 local MODES = { daemon = true, one_shot = true }
+local INT_OPTS = { "max_duration_ms", "max_retries" }
 local EXECUTORS = { llm = true, lua = true }
 
 -- A list (a sequence and nothing else) of non-empty strings.
@@ -160,7 +175,7 @@ local function check_opts(o)
   if o.executor ~= nil and not EXECUTORS[o.executor] then return "spawn: executor must be llm or lua" end
   if o.model ~= nil and type(o.model) ~= "string" then return "spawn: model must be a string" end
   if o.priority ~= nil and type(o.priority) ~= "number" then return "spawn: priority must be a number" end
-  for _, k in ipairs({ "max_duration_ms", "max_retries" }) do
+  for _, k in ipairs(INT_OPTS) do
     if o[k] ~= nil and not math.tointeger(o[k]) then return "spawn: " .. k .. " must be an integer" end
   end
   if o.tty ~= nil and type(o.tty) ~= "boolean" then return "spawn: tty must be a boolean" end
@@ -177,10 +192,48 @@ local function check_opts(o)
 end
 
 local function list_of(v, what)
-  if v == nil then return {} end
+  if v == nil then return NONE end
   if type(v) == "string" or (type(v) == "table" and (v.id or v.name)) then return { v } end
   if type(v) ~= "table" then return nil, what .. " must be a list" end
   return v
+end
+
+-- spawn's writes after the process itself: the schema's channel pair, the
+-- subscriptions and the wait for wait_for's targets. Raises on failure.
+local function wire(ctx, o, p, parent, subs, wait_ids)
+  local db = ctx.db
+  -- The private pair spawn:parent→child (the child handles it: handle.send wakes
+  -- it) and spawn:child→parent, and the guidance pair cog:from/cog:to:<name>, are
+  -- implicit channels, made on first use; a schema (checked on messages both ways)
+  -- makes the private pair now.
+  if o.schema then
+    local schema = { fields = o.schema }
+    assert(db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn",
+      schema = schema }))
+    assert(db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn",
+      schema = schema }))
+  end
+  for _, ch in ipairs(subs) do assert(db:handler_add(p.id, ch)) end
+  if #wait_ids == 0 then return p end
+  -- The targets report to the caller: the child listens on those exit channels.
+  local pending = {}
+  for _, tid in ipairs(wait_ids) do
+    local chan = spawn_channel(tid, ctx.process.id)
+    db:channel_create(chan, { owner = tid, channel_type = "spawn" })
+    local exited = false
+    for _, m in ipairs(db:messages(chan, { limit = 100 })) do
+      if type(m.payload) == "table" and m.payload.type == "child:exited" then exited = true end
+    end
+    if not exited then
+      assert(db:handler_add(p.id, chan))
+      pending[#pending + 1] = tid
+    end
+  end
+  if #pending > 0 then
+    assert(db:wait_add({ process = p.id, type = "wait_all", pending = json.array(pending) }))
+    return p
+  end
+  return assert(db:process_set_status(p.id, "runnable"))
 end
 
 local function spawn(ctx, o)
@@ -211,51 +264,21 @@ local function spawn(ctx, o)
     return nil, "spawn: a process named '" .. o.name .. "' exists and is not a descendant of this process"
   end
   local mode = o.mode or "one_shot"
-  local status = (mode == "daemon" or #wait_ids > 0) and "waiting" or "runnable"
+  local fields = {
+    name = o.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
+    model = o.model, priority = o.priority or 0, parent_process = parent.id,
+    status = (mode == "daemon" or #wait_ids > 0) and "waiting" or "runnable",
+    max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, tty = o.tty,
+    required_tags = o.required_tags and json.array(o.required_tags), idle_timeout_ms = o.idle_timeout_ms,
+    grants = grants,
+  }
+  if not o.schema and #subs == 0 and #wait_ids == 0 then -- one operation: atomic by itself
+    local ok, p, err = pcall(db.process_upsert, db, fields)
+    if not (ok and p) then return nil, "spawn: " .. tostring(ok and err or p) end
+    return handle(p)
+  end
   db:begin()
-  local ok, row = pcall(function()
-    local p = assert(db:process_upsert({
-      name = o.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
-      model = o.model, priority = o.priority or 0, status = status, parent_process = parent.id,
-      max_duration_ms = o.max_duration_ms, max_retries = o.max_retries, tty = o.tty,
-      required_tags = o.required_tags and json.array(o.required_tags), idle_timeout_ms = o.idle_timeout_ms,
-    }))
-    for _, g in ipairs(grants) do assert(db:grant_add(p.id, g)) end
-    -- The private pair spawn:parent→child (the child handles it: handle.send wakes
-    -- it) and spawn:child→parent, and the guidance pair cog:from/cog:to:<name>, are
-    -- implicit channels, made on first use; a schema (checked on messages both ways)
-    -- makes the private pair now.
-    if o.schema then
-      local schema = { fields = o.schema }
-      assert(db:channel_create(spawn_channel(parent.id, p.id), { owner = parent.id, channel_type = "spawn",
-        schema = schema }))
-      assert(db:channel_create(spawn_channel(p.id, parent.id), { owner = p.id, channel_type = "spawn",
-        schema = schema }))
-    end
-    for _, ch in ipairs(subs) do assert(db:handler_add(p.id, ch)) end
-    if #wait_ids > 0 then
-      -- The targets report to the caller: the child listens on those exit channels.
-      local pending = {}
-      for _, tid in ipairs(wait_ids) do
-        local chan = spawn_channel(tid, ctx.process.id)
-        db:channel_create(chan, { owner = tid, channel_type = "spawn" })
-        local exited = false
-        for _, m in ipairs(db:messages(chan, { limit = 100 })) do
-          if type(m.payload) == "table" and m.payload.type == "child:exited" then exited = true end
-        end
-        if not exited then
-          assert(db:handler_add(p.id, chan))
-          pending[#pending + 1] = tid
-        end
-      end
-      if #pending > 0 then
-        assert(db:wait_add({ process = p.id, type = "wait_all", pending = json.array(pending) }))
-      else
-        p = assert(db:process_set_status(p.id, "runnable"))
-      end
-    end
-    return p
-  end)
+  local ok, row = pcall(function() return wire(ctx, o, assert(db:process_upsert(fields)), parent, subs, wait_ids) end)
   if not ok then
     db:rollback()
     return nil, "spawn: " .. tostring(row)

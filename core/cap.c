@@ -32,6 +32,8 @@ static const char cap_grant_mt_key = 0; /* node registry: the descriptors' metat
 /* {====================================================== parsing (node side) */
 
 static void cap_grant_free (cap_grant *g) {
+  cap_scope_free(&g->scope);
+  if (g->borrowed) return;
   free(g->name);
   free(g->type);
   free(g->description);
@@ -42,7 +44,6 @@ static void cap_grant_free (cap_grant *g) {
     free(g->methods[j].field);
   }
   free(g->methods);
-  cap_scope_free(&g->scope);
 }
 
 void cap_set_free (cap_set *cs) {
@@ -284,16 +285,6 @@ static cap_grant *cap_derive (lua_State *N, cap_set *cs) { /* may raise */
   g->derived = 1;
   cs->derived[cs->nderived++] = g;
   return g;
-}
-
-static char *cap_strdup (lua_State *N, const char *s) { /* may raise */
-  size_t len;
-  char *p;
-  if (!s) return NULL;
-  len = strlen(s);
-  p = cap_alloc(N, len + 1);
-  memcpy(p, s, len);
-  return p;
 }
 
 /* A derived grant from the descriptor at idx of N (it must carry methods). */
@@ -620,19 +611,6 @@ typedef struct cap_narrowing {
   cap_grant *made;
 } cap_narrowing;
 
-static void cap_copy_methods (lua_State *N, cap_grant *to, const cap_grant *from) { /* may raise */
-  to->methods = cap_alloc(N, (size_t)from->nmethods * sizeof *to->methods);
-  for (int j = 0; j < from->nmethods; j++) {
-    const cap_method *m = &from->methods[j];
-    cap_method *c = &to->methods[to->nmethods++];
-    c->target = m->target;
-    c->name = cap_strdup(N, m->name);
-    c->op = cap_strdup(N, m->op);
-    c->doc = cap_strdup(N, m->doc);
-    c->field = cap_strdup(N, m->field);
-  }
-}
-
 /* Protected on N (1: the cap_narrowing). */
 static int cap_narrow_p (lua_State *N) { /* may raise */
   cap_narrowing *w = lua_touserdata(N, 1);
@@ -640,19 +618,22 @@ static int cap_narrow_p (lua_State *N) { /* may raise */
   cap_grant *g;
   char err[300];
   lua_settop(N, 1);
-  s = cap_scope_box(N); /* 2: s[1] the request, s[2] the result */
+  s = cap_scope_scratch(N); /* s[1] the request, s[2] the result */
   if (!sandbox_copy(w->from, w->idx, N, w->cs->max_bytes, err, sizeof err))
     luaL_error(N, "%s.scope: %s", w->g->name, err);
-  if (!cap_scope_parse(N, 3, &s[1], err, sizeof err)) luaL_error(N, "%s.scope: %s", w->g->name, err);
+  if (!cap_scope_parse(N, 2, &s[1], err, sizeof err)) luaL_error(N, "%s.scope: %s", w->g->name, err);
   if (!cap_scope_narrow(&w->g->scope, &s[1], &s[2], err, sizeof err))
     luaL_error(N, "permission denied: %s.scope: %s", w->g->name, err);
   g = cap_derive(N, w->cs);
   g->scope = s[2];
   memset(&s[2], 0, sizeof s[2]); /* now g's */
-  g->name = cap_strdup(N, w->g->name);
-  g->type = cap_strdup(N, w->g->type);
-  g->description = cap_strdup(N, w->g->description);
-  cap_copy_methods(N, g, w->g);
+  /* The rest is immutable and lives as long as the set, like the copy: shared. */
+  g->name = w->g->name;
+  g->type = w->g->type;
+  g->description = w->g->description;
+  g->methods = w->g->methods;
+  g->nmethods = w->g->nmethods;
+  g->borrowed = 1;
   w->made = g;
   return 0;
 }

@@ -127,7 +127,8 @@ typedef struct cap_grant {
   cap_method *methods;             /* sorted by name */
   int nmethods;
   cap_scope scope;
-  int derived; /* made during a run: dispatch gets a descriptor, not the name */
+  int derived;  /* made during a run: dispatch gets a descriptor, not the name */
+  int borrowed; /* name, type, description and methods are another grant's of the set */
 } cap_grant;
 
 typedef struct cap_set {
@@ -176,8 +177,11 @@ int cap_scope_allows(const cap_scope *s, int k, const char *v, size_t len, char 
 /* 1 when the whole of s[0..len) matches pattern (* any run, ? any byte). */
 int cap_glob_match(const char *pattern, const char *s, size_t len);
 
-/* Pushes a userdata holding three zeroed scopes, freed by its __gc. */
-cap_scope *cap_scope_box(lua_State *L); /* may raise */
+/* Three empty scopes kept by L's state for parsing arguments, so a call
+ * allocates nothing and a raise leaks nothing: what it leaves in them is freed
+ * on the next use, or by the state's close. Not re-entrant: no Lua code may run
+ * while they are in use. Pushes nothing. */
+cap_scope *cap_scope_scratch(lua_State *L); /* may raise */
 
 /* Adds narrow, covers, allows and GRANT to the table on top of L. */
 void cap_luaopen(lua_State *L); /* may raise */

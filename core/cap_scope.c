@@ -515,23 +515,29 @@ int cap_scope_covers (const cap_scope *p, const cap_scope *c, char *why, size_t 
 
 /* {====================================================== Lua API (core.sandbox) */
 
-#define CAP_SCOPES_MT "cogos.capscopes"
-
-/* Three scopes owned by a userdata, so a raise frees them. */
 static int l_cap_scopes_gc (lua_State *L) {
   cap_scope *s = lua_touserdata(L, 1);
   for (int i = 0; i < 3; i++) cap_scope_free(&s[i]);
   return 0;
 }
 
-cap_scope *cap_scope_box (lua_State *L) { /* may raise */
-  cap_scope *s = lua_newuserdatauv(L, 3 * sizeof *s, 0);
-  memset(s, 0, 3 * sizeof *s);
-  if (luaL_newmetatable(L, CAP_SCOPES_MT)) {
-    lua_pushcfunction(L, l_cap_scopes_gc);
-    lua_setfield(L, -2, "__gc");
+cap_scope *cap_scope_scratch (lua_State *L) { /* may raise */
+  static const char key = 0;
+  cap_scope *s;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &key) == LUA_TUSERDATA) {
+    s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    for (int i = 0; i < 3; i++) cap_scope_free(&s[i]);
+    return s;
   }
+  lua_pop(L, 1);
+  s = lua_newuserdatauv(L, 3 * sizeof *s, 0);
+  memset(s, 0, 3 * sizeof *s);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_cap_scopes_gc);
+  lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key);
   return s;
 }
 
@@ -542,7 +548,7 @@ static cap_scope *cap_scopes_args (lua_State *L) { /* may raise */
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
-  s = cap_scope_box(L);
+  s = cap_scope_scratch(L);
   if (!cap_scope_parse(L, 1, &s[0], err, sizeof err)) luaL_error(L, "parent %s", err);
   if (!cap_scope_parse(L, 2, &s[1], err, sizeof err)) luaL_error(L, "child %s", err);
   return s;
@@ -584,9 +590,8 @@ static int l_cap_allows (lua_State *L) { /* may raise */
   cap_scope *s;
   if (k < 0) return luaL_error(L, "allows: unknown scope key '%s'", key);
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushvalue(L, 1);
-  s = cap_scope_box(L);
-  if (!cap_scope_parse(L, -2, &s[0], why, sizeof why)) return luaL_error(L, "allows: %s", why);
+  s = cap_scope_scratch(L);
+  if (!cap_scope_parse(L, 1, &s[0], why, sizeof why)) return luaL_error(L, "allows: %s", why);
   if (cap_keys[k].kind == K_STICKY || cap_keys[k].kind == K_MIN)
     return luaL_error(L, "allows: scope.%s is not checked against a value", key);
   if (cap_scope_allows(&s[0], k, v, len, why, sizeof why)) {

@@ -22,9 +22,10 @@
  *   processes (current epoch unless {all_epochs=true})
  *   db:process_upsert{name=, mode=, content=, executor=, model=, priority=, status=,
  *                     max_duration_ms=, max_retries=, retry_backoff_ms=, resources={names},
- *                     metadata=, parent_process=, tty=, ...}
+ *                     metadata=, parent_process=, tty=, grants={{capability=, name=, config=}}, ...}
  *        -> row   (upsert by name: keeps id, and the parent unless parent_process is given
- *                  (a name or id; json.null clears it): reparenting is real. Its channels
+ *                  (a name or id; json.null clears it): reparenting is real. grants are
+ *                  written in the same operation, each as grant_add would. Its channels
  *                  io:stdin|stdout|stderr:<name> are made on first use (a send, handler_add,
  *                  channel_create), stdin with the process's handler; until then messages()
  *                  reads them empty)

@@ -379,9 +379,9 @@ extern const store_table store_process_table, store_capability_table;
 
 /* Reads the fields of the Lua table at idx into vals (raises on unknown or
  * unsettable fields and wrong types; -1 with s->err when a JSON field does not
- * encode). skip names one field handled by the caller (may be NULL). */
+ * encode). skip lists the fields the caller handles (NULL-terminated; may be NULL). */
 int store_vals_from_lua(store_t *s, lua_State *L, int idx, const store_table *t, store_val *vals,
-                        const char *what, const char *skip);
+                        const char *what, const char *const *skip);
 /* Fills every absent field from column i of the current row of q. */
 void store_vals_merge(store_t *s, const store_table *t, store_val *vals, store_q *q);
 /* Fills every absent field with its default. */

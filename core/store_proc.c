@@ -68,9 +68,102 @@ static int ensure_stdin (store_t *s, const char *pid, const char *name, size_t n
     return store_failf(s, "out of memory");
   memcpy(cname, "io:stdin:", 9);
   memcpy(cname + 9, name, namelen + 1);
-  int r = store_implicit_handler(s, pid, cname, epoch, now);
+  store_id cid;
+  int r = store_chan_find(s, cname, cid); /* mostly absent: a read is cheaper than the insert */
+  if (r > 0) r = store_implicit_handler(s, pid, cname, epoch, now);
   if (cname != small) free(cname);
   return r;
+}
+
+/* Raises unless the value at t is a grant table {capability=, name=, config=}
+ * (misuse, like a wrong type). */
+static void grant_check (lua_State *L, int t, const char *what) {
+  if (lua_type(L, t) != LUA_TTABLE)
+    luaL_error(L, "%s: a grant must be a table {capability=, name=, config=}", what);
+  if (store_opt_string(L, t, "capability", NULL) == NULL)
+    luaL_error(L, "%s: field 'capability' is required", what);
+  store_opt_string(L, t, "name", NULL);
+  int type = lua_getfield(L, t, "config");
+  lua_pop(L, 1);
+  if (type != LUA_TNIL && type != LUA_TTABLE) luaL_error(L, "%s: a grant's config must be a table", what);
+}
+
+/* Inside an operation: gives process (pid, epoch) the grant at t (checked by
+ * grant_check), replacing the one of that name but keeping its id, epoch and
+ * created_at. With push, pushes the row as written, in GRANT_COLS' shape. */
+static int grant_put (store_t *s, lua_State *L, const char *pid, int64_t epoch, int t, int push) {
+  const char *cap = store_opt_string(L, t, "capability", NULL);
+  const char *gname = store_opt_string(L, t, "name", cap);
+  if (lua_getfield(L, t, "config") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+  }
+  int rc = store_json(s, L, -1, "config");
+  lua_pop(L, 1);
+  if (rc < 0) return -1;
+  if (s->jb.data[0] != '{') return store_failf(s, "config must be a JSON object");
+  store_id cap_id, id;
+  char created[STORE_TS_LEN + 1];
+  int enabled = 0;
+  store_q *q = store_q_get(s, "SELECT id, enabled FROM capability WHERE name = ?");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, cap);
+  rc = store_step(s, q);
+  if (rc == STORE_ROW) {
+    store_col_copy(s, q, 0, cap_id, sizeof cap_id);
+    enabled = (int)store_col_int(s, q, 1);
+  }
+  store_reset(s, q);
+  if (rc == STORE_DONE) return store_failf(s, "unknown capability '%s'", cap);
+  if (rc != STORE_ROW) return -1;
+  q = store_q_get(s, "SELECT id, epoch, created_at FROM process_capability WHERE process = ? AND name = ?");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, pid);
+  store_bind_text(s, q, 2, gname);
+  rc = store_step(s, q);
+  if (rc == STORE_ROW) {
+    store_col_copy(s, q, 0, id, sizeof id);
+    epoch = store_col_int(s, q, 1);
+    store_col_copy(s, q, 2, created, sizeof created);
+  }
+  store_reset(s, q);
+  if (rc == STORE_ERR) return -1;
+  if (rc == STORE_DONE) {
+    store_uuid(s, id);
+    store_now(s, created);
+  }
+  q = store_q_get(s,
+                  "INSERT INTO process_capability (id, process, capability, name, config, epoch, created_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (process, name) DO UPDATE SET "
+                  "capability = excluded.capability, config = excluded.config");
+  if (q == NULL) return -1;
+  store_bind_text(s, q, 1, id);
+  store_bind_text(s, q, 2, pid);
+  store_bind_text(s, q, 3, cap_id);
+  store_bind_text(s, q, 4, gname);
+  store_bind_ltext(s, q, 5, s->jb.data, s->jb.len);
+  store_bind_int(s, q, 6, epoch);
+  store_bind_text(s, q, 7, created);
+  if (store_exec_q(s, q) < 0) return -1;
+  if (!push) return 0;
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, pid);
+  lua_setfield(L, -2, "process");
+  lua_pushstring(L, cap);
+  lua_setfield(L, -2, "capability");
+  lua_pushstring(L, gname);
+  lua_setfield(L, -2, "name");
+  if (!json_decode(L, s->jb.data, s->jb.len)) return store_failf(s, "grant: config is not JSON");
+  lua_setfield(L, -2, "config");
+  lua_pushinteger(L, (lua_Integer)epoch);
+  lua_setfield(L, -2, "epoch");
+  lua_pushstring(L, created);
+  lua_setfield(L, -2, "created_at");
+  lua_pushboolean(L, enabled);
+  lua_setfield(L, -2, "enabled");
+  return 0;
 }
 
 int store_m_process_upsert (store_t *s, lua_State *L, int t) {
@@ -88,8 +181,19 @@ int store_m_process_upsert (store_t *s, lua_State *L, int t) {
     parent = lua_tostring(L, -1);
   }
   lua_pop(L, 1);
-  if (store_vals_from_lua(s, L, t, T, vals, "process_upsert", "parent_process") < 0)
-    return store_push_fail(s, L);
+  /* grants: given with the process, written in the same operation. */
+  int grants = lua_getfield(L, t, "grants") == LUA_TNIL ? 0 : lua_absindex(L, -1);
+  if (grants) {
+    if (lua_type(L, grants) != LUA_TTABLE)
+      return luaL_error(L, "process_upsert: field 'grants' must be a list");
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, grants); i <= n; i++) {
+      lua_rawgeti(L, grants, i);
+      grant_check(L, -1, "process_upsert");
+      lua_pop(L, 1);
+    }
+  }
+  static const char *const handled[] = {"parent_process", "grants", NULL};
+  if (store_vals_from_lua(s, L, t, T, vals, "process_upsert", handled) < 0) return store_push_fail(s, L);
   if (vals[P_NAME].state != STORE_VTEXT) return luaL_error(L, "process_upsert: field 'name' is required");
   if (vals[P_NAME].n == 0) {
     store_failf(s, "process name must not be empty");
@@ -167,6 +271,12 @@ int store_m_process_upsert (store_t *s, lua_State *L, int t) {
   if (rc < 0) goto fail;
   if (runnable && !was_runnable && store_wake_add(s, id) < 0) goto fail;
   if (ensure_stdin(s, id, name, strlen(name), epoch, now) < 0) goto fail;
+  for (lua_Integer i = 1, n = grants ? (lua_Integer)lua_rawlen(L, grants) : 0; i <= n; i++) {
+    lua_rawgeti(L, grants, i);
+    rc = grant_put(s, L, id, epoch, lua_gettop(L), 0);
+    lua_pop(L, 1);
+    if (rc < 0) goto fail;
+  }
   return store_op_end(s, L, base, 1);
 fail:
   return store_op_end(s, L, base, 0);
@@ -382,63 +492,12 @@ int store_m_capability_list (store_t *s, lua_State *L) {
   "FROM process_capability g JOIN capability c ON c.id = g.capability "
 
 int store_m_grant_add (store_t *s, lua_State *L, const char *process, int t) {
-  luaL_checktype(L, t, LUA_TTABLE);
-  const char *cap = store_opt_string(L, t, "capability", NULL);
-  if (cap == NULL) return luaL_error(L, "grant_add: field 'capability' is required");
-  const char *gname = store_opt_string(L, t, "name", cap);
-  lua_getfield(L, t, "config");
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-  }
-  int rc = store_json(s, L, -1, "config");
-  lua_pop(L, 1);
-  if (rc < 0) return store_push_fail(s, L);
-  if (s->jb.data[0] != '{') {
-    store_failf(s, "config must be a JSON object");
-    return store_push_fail(s, L);
-  }
+  grant_check(L, t, "grant_add");
   store_proc p;
-  store_id cap_id, id;
-  char now[STORE_TS_LEN + 1];
-  store_now(s, now);
+  int base = lua_gettop(L);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
-  if (store_proc_find(s, process, &p) <= 0) goto fail;
-  store_q *q = store_q_get(s, "SELECT id FROM capability WHERE name = ?");
-  if (q == NULL) goto fail;
-  store_bind_text(s, q, 1, cap);
-  rc = store_step(s, q);
-  if (rc == STORE_ROW) store_col_copy(s, q, 0, cap_id, sizeof cap_id);
-  store_reset(s, q);
-  if (rc == STORE_ERR) goto fail;
-  if (rc == STORE_DONE) {
-    store_failf(s, "unknown capability '%s'", cap);
-    goto fail;
-  }
-  q = store_q_get(s,
-                  "INSERT INTO process_capability (id, process, capability, name, config, epoch, created_at) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (process, name) DO UPDATE SET "
-                  "capability = excluded.capability, config = excluded.config");
-  if (q == NULL) goto fail;
-  store_uuid(s, id);
-  store_bind_text(s, q, 1, id);
-  store_bind_text(s, q, 2, p.id);
-  store_bind_text(s, q, 3, cap_id);
-  store_bind_text(s, q, 4, gname);
-  store_bind_ltext(s, q, 5, s->jb.data, s->jb.len);
-  store_bind_int(s, q, 6, p.epoch);
-  store_bind_text(s, q, 7, now);
-  if (store_exec_q(s, q) < 0) goto fail;
-  if (store_op_commit(s) < 0) return store_push_fail(s, L);
-  q = store_q_get(s, GRANT_COLS "WHERE g.process = ? AND g.name = ?");
-  if (q == NULL) return store_push_fail(s, L);
-  store_bind_text(s, q, 1, p.id);
-  store_bind_text(s, q, 2, gname);
-  if (store_push_one(s, L, q) != 1) return store_push_fail(s, L);
-  return 1;
-fail:
-  store_op_abort(s);
-  return store_push_fail(s, L);
+  int ok = store_proc_find(s, process, &p) > 0 && grant_put(s, L, p.id, p.epoch, t, 1) == 0;
+  return store_op_end(s, L, base, ok);
 }
 
 int store_m_grants (store_t *s, lua_State *L, const char *process) {

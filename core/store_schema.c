@@ -329,7 +329,24 @@ static const char v2[] =
     "CREATE UNIQUE INDEX handler_pattern ON handler (pattern, process) WHERE pattern IS NOT NULL;\n"
     "ALTER TABLE resource ADD COLUMN period_ms INTEGER;\n";
 
-static const char *const migrations[] = {v1, v2};
+/* Version 3: grants keyed by (process, name), the only way they are looked up
+ * (one B-tree instead of three; capabilities are deleted only after every grant). */
+static const char v3[] =
+    "CREATE TABLE process_capability_v3 ("
+    " process TEXT NOT NULL REFERENCES process (id) ON DELETE CASCADE,"
+    " name TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " capability TEXT NOT NULL REFERENCES capability (id) ON DELETE CASCADE,"
+    " config TEXT NOT NULL DEFAULT '{}',"
+    " epoch INTEGER NOT NULL DEFAULT 0,"
+    " created_at TEXT NOT NULL,"
+    " PRIMARY KEY (process, name)) WITHOUT ROWID;\n"
+    "INSERT INTO process_capability_v3 (process, name, id, capability, config, epoch, created_at) "
+    "SELECT process, name, id, capability, config, epoch, created_at FROM process_capability;\n"
+    "DROP TABLE process_capability;\n"
+    "ALTER TABLE process_capability_v3 RENAME TO process_capability;\n";
+
+static const char *const migrations[] = {v1, v2, v3};
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 static int meta_put (store_t *s, const char *key, const char *value) {

@@ -78,7 +78,7 @@ void store_val_int (store_val *v, int64_t i) {
 }
 
 int store_vals_from_lua (store_t *s, lua_State *L, int idx, const store_table *t, store_val *vals,
-                         const char *what, const char *skip) {
+                         const char *what, const char *const *skip) {
   char err[256];
   idx = lua_absindex(L, idx);
   s->jb.len = 0;
@@ -88,7 +88,9 @@ int store_vals_from_lua (store_t *s, lua_State *L, int idx, const store_table *t
     if (lua_type(L, -2) != LUA_TSTRING)
       luaL_error(L, "%s: field names must be strings (got %s)", what, luaL_typename(L, -2));
     const char *key = lua_tostring(L, -2);
-    if (skip && strcmp(key, skip) == 0) {
+    int skipped = 0;
+    for (int k = 0; skip && skip[k] && !skipped; k++) skipped = strcmp(key, skip[k]) == 0;
+    if (skipped) {
       lua_pop(L, 1);
       continue;
     }

@@ -3,8 +3,9 @@
 -- A module in capabilities/ (or a folder of $COGOS_CAPABILITIES_PATH, colon
 -- separated, searched first) returns
 --   { name =, description =, methods = { m = { op =, target =, field =, doc =, fn = function(ctx, ...) } } }
--- fn runs in the node with ctx = { db, process, run, cogent_dir, grant = {name, type, config}, ... }
--- (config: the grant's effective scope) and returns results or nil, err. The
+-- fn runs in the node with ctx = { db, process, run, cogent_dir, grant = {name, type, config},
+-- grants, ... } (config: the grant's effective scope; grants: every grant the run holds, its
+-- authority, fixed when it started) and returns results or nil, err. The
 -- scope algebra of core/cap.h checks op and target (argument `target`, or its
 -- field `field`) in C before fn is called; other keys are the module's to apply
 -- (core.sandbox.allows checks one value the same way).
@@ -120,8 +121,8 @@ function M.is_grant(v)
 end
 
 ---The dispatch function of core.sandbox.new for these grants: calls the
----module's fn with ctx = a fresh table with grant = {name, type, config} that reads
----every other field from base.
+---module's fn with ctx = a fresh table with grant = {name, type, config} and
+---grants (the list given here) that reads every other field from base.
 ---@param grants table[] from M.grants
 ---@param base table {db, process, run, ...} (see cogos.executor for the fields)
 ---@return function dispatch(grant, method, ...)
@@ -154,7 +155,7 @@ function M.dispatcher(grants, base)
     end
     local m = mod.methods[method]
     if not m then error(info.name .. " has no method '" .. method .. "'", 0) end
-    return m.fn(setmetatable({ grant = info }, inherit), ...)
+    return m.fn(setmetatable({ grant = info, grants = grants }, inherit), ...)
   end
 end
 

@@ -182,6 +182,14 @@ local function apply_process(db, p)
   local o = p.opts
   local mode = o.mode or "one_shot"
   local existing = db:process_get(p.name)
+  local grants = {}
+  for _, c in ipairs(o.capabilities or {}) do
+    local g = type(c) == "string" and { name = c, type = c } or c
+    local ctype = g.type or g.name
+    local _, err = db:capability_get(ctype)
+    if err then error("add_process " .. p.name .. ": " .. err, 0) end
+    grants[#grants + 1] = { capability = ctype, name = g.name or ctype, config = g.config }
+  end
   local row = assert(db:process_upsert({
     name = p.name, mode = mode, content = o.content or "", executor = o.executor or "llm",
     model = o.model, priority = o.priority or 0, metadata = o.metadata, tty = o.tty,
@@ -190,14 +198,8 @@ local function apply_process(db, p)
     parent_process = o.parent,
     -- a reboot keeps what the process is doing; only a new one gets its first state
     status = existing and existing.status or (mode == "daemon" and "waiting" or "runnable"),
+    grants = grants,
   }))
-  for _, c in ipairs(o.capabilities or {}) do
-    local g = type(c) == "string" and { name = c, type = c } or c
-    local ctype = g.type or g.name
-    local _, err = db:capability_get(ctype)
-    if err then error("add_process " .. p.name .. ": " .. err, 0) end
-    assert(db:grant_add(row.id, { capability = ctype, name = g.name or ctype, config = g.config or {} }))
-  end
   for _, h in ipairs(o.handlers or {}) do
     local ch, opts = h, nil
     if type(h) == "table" then ch, opts = h.channel, { predicate = h.predicate } end

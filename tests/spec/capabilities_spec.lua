@@ -582,3 +582,33 @@ describe("procs.spawn placement and idle fields", function()
     w:close()
   end)
 end)
+
+describe("procs.spawn delegation", function()
+  it("is judged against the grants the run started with, and writes the child and its grants at once", function()
+    local w = world({ { name = "files", type = "files", config = { prefix = "data/" } },
+      { name = "procs", type = "procs", config = {} } })
+    assert(w.db:capability_upsert({ name = "secrets", handler = "secrets" }))
+    -- disabled mid-run: the run keeps its authority (its sandbox still holds the grant);
+    -- the child's grant is written, and held back while the capability stays disabled
+    assert(w.db:capability_upsert({ name = "files", enabled = false }))
+    local out = w:ok([[
+      local sub = files:scope{prefix = "data/a/"}
+      print(assert(procs.spawn{name = "a", content = "", capabilities = {files = sub}}).name)
+      print(procs.spawn{name = "b", content = "", capabilities = {secrets = true}})
+      print(procs.spawn{name = "c", content = "", capabilities = {nope = true}})
+      local wider = {type = "files", scope = {prefix = "x/"}}
+      print(procs.spawn{name = "d", content = "", capabilities = {files = wider}})]])
+    assert.equal(table.concat({ "a",
+      "nil\tspawn: Cannot delegate 'secrets': this process holds no 'secrets' grant",
+      "nil\tspawn: Cannot delegate 'nope': unknown or disabled capability 'nope'",
+      "nil\tspawn: Cannot delegate 'files': prefix 'x/' does not extend 'data/'", "" }, "\n"), out)
+    local gs = w.db:grants("a")
+    assert.equal(1, #gs)
+    assert.same({ "files", "files", "data/a/" }, { gs[1].name, gs[1].capability, gs[1].config.prefix })
+    for _, name in ipairs({ "b", "c", "d" }) do assert.is_nil(w.db:process_get(name), name) end
+    assert.equal(0, #caps.grants(w.db, w.db:process_get("a")))
+    assert(w.db:capability_upsert({ name = "files", enabled = true }))
+    assert.equal(1, #caps.grants(w.db, w.db:process_get("a")))
+    w:close()
+  end)
+end)

@@ -87,7 +87,7 @@ static const char *prelude =
     "json = require 'json'\n"
     "store = require 'store'\n"
     "db = assert(store.open(DBPATH))\n"
-    "assert(db:migrate() == 2)\n"
+    "assert(db:migrate() == 3)\n"
     "function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end\n"
     "function fails(expected, v, err)\n"
     "  if v ~= nil then return false end\n"
@@ -156,8 +156,8 @@ static void done (lua_State *L) {
 TEST(test_open_migrate_meta) {
   lua_State *L = new_state();
   run(L,
-      "check(db:migrate() == 2)\n" /* idempotent */
-      "check(db:meta_get('schema_version') == '2') check(db:meta_get('epoch') == '0')\n"
+      "check(db:migrate() == 3)\n" /* idempotent */
+      "check(db:meta_get('schema_version') == '3') check(db:meta_get('epoch') == '0')\n"
       "check(db:meta_get('nope') == nil)\n"
       "check(db:meta_set('k', 'v') == true and db:meta_get('k') == 'v')\n"
       "db:meta_set('k', 'w') check(db:meta_get('k') == 'w')\n"
@@ -596,7 +596,45 @@ TEST(test_capabilities_grants) {
       "check(fails(\"unknown process 'q'\", db:grant_add('q', {capability = 'files'})))\n"
       "check(fails(\"unknown process 'q'\", db:grants('q')))\n"
       "check(fails('config must be a JSON object', db:grant_add('p', {capability = 'files', config = {1, 2}})))\n"
-      "check(raises(\"'capability' is required\", db.grant_add, db, 'p', {}))\n");
+      "check(raises(\"'capability' is required\", db.grant_add, db, 'p', {}))\n"
+      /* grants given with the process: one operation, all or nothing */
+      "local q = assert(db:process_upsert{name = 'q', grants = {{capability = 'files', name = 'docs', config = {prefix = 'd/'}},\n"
+      "  {capability = 'procs'}}})\n"
+      "gs = db:grants('q'); check(#gs == 2 and gs[1].name == 'docs' and gs[1].config.prefix == 'd/' and gs[2].name == 'procs')\n"
+      "check(fails(\"unknown capability 'nope'\", db:process_upsert{name = 'r', grants = {{capability = 'files'}, {capability = 'nope'}}}))\n"
+      "check(fails(\"unknown process 'r'\", db:process_get('r')))\n"
+      "check(sql(\"SELECT count(*) FROM process_capability\") == '4')\n"
+      "check(raises(\"'capability' is required\", db.process_upsert, db, {name = 'r', grants = {{name = 'x'}}}))\n"
+      "check(raises('must be a list', db.process_upsert, db, {name = 'r', grants = 'files'}))\n"
+      "check(raises('config must be a table', db.process_upsert, db, {name = 'r', grants = {{capability = 'files', config = 'x'}}}))\n"
+      /* a re-grant through process_upsert keeps the grant's identity */
+      "local before = gs[1]\n"
+      "assert(db:process_upsert{name = 'q', grants = {{capability = 'files', name = 'docs', config = {prefix = 'd/e/'}}}})\n"
+      "local after = db:grants('q')[1]; check(after.id == before.id and after.created_at == before.created_at and after.config.prefix == 'd/e/')\n");
+  done(L);
+}
+
+/* Version 3 re-keys grants by (process, name): a version-2 database keeps them. */
+TEST(test_migrate_v3_grants) {
+  lua_State *L = new_state();
+  run(L,
+      "db:capability_upsert{name = 'files'}\n"
+      "local p = daemon('p')\n"
+      "local g = assert(db:grant_add('p', {capability = 'files', name = 'notes', config = {prefix = 'n/'}}))\n"
+      /* back to the version-2 table, as an older cogos left it */
+      "sql([[CREATE TABLE pc2 (id TEXT PRIMARY KEY, process TEXT NOT NULL REFERENCES process (id) ON DELETE CASCADE,\n"
+      "  capability TEXT NOT NULL REFERENCES capability (id) ON DELETE CASCADE, name TEXT NOT NULL,\n"
+      "  config TEXT NOT NULL DEFAULT '{}', epoch INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,\n"
+      "  UNIQUE (process, name)) WITHOUT ROWID;\n"
+      "  INSERT INTO pc2 SELECT id, process, capability, name, config, epoch, created_at FROM process_capability;\n"
+      "  DROP TABLE process_capability; ALTER TABLE pc2 RENAME TO process_capability;\n"
+      "  CREATE INDEX process_capability_capability ON process_capability (capability);\n"
+      "  UPDATE meta SET value = '2' WHERE key = 'schema_version';]])\n"
+      "check(db:migrate() == 3 and db:meta_get('schema_version') == '3')\n"
+      "local gs = db:grants('p'); check(#gs == 1 and gs[1].id == g.id and gs[1].config.prefix == 'n/')\n"
+      "check(gs[1].created_at == g.created_at and gs[1].capability == 'files')\n"
+      "check(sql(\"SELECT count(*) FROM sqlite_master WHERE name = 'process_capability_capability'\") == '0')\n"
+      "check(db:grant_add('p', {capability = 'files', name = 'notes', config = {}}).id == g.id)\n");
   done(L);
 }
 
@@ -743,7 +781,7 @@ TEST(test_epochs_wipe) {
       "check(#db:process_list{all_epochs = true, status = 'runnable'} == 2)\n"
       "check(#db:handler_list() == 1)\n"
       "check(db:wipe() == true)\n"
-      "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '2')\n"
+      "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '3')\n"
       "check(#db:process_list{all_epochs = true} == 0 and #db:channel_list() == 0 and #db:file_list() == 0)\n"
       "check(sql('SELECT count(*) FROM channel_message') == '0' and sql('SELECT count(*) FROM delivery') == '0')\n"
       "check(daemon('p').epoch == 0)\n"
@@ -1289,6 +1327,7 @@ int main (void) {
   RUN(test_recover);
   RUN(test_files);
   RUN(test_capabilities_grants);
+  RUN(test_migrate_v3_grants);
   RUN(test_channels_handlers);
   RUN(test_io_channels);
   RUN(test_group_commit);

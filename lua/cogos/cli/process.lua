@@ -50,12 +50,11 @@ M.create = { help = "create or update a process", fn = function(argv, i, p)
   local db, t = open()
   for _, g in ipairs(grants) do ok_or_fail(db:capability_get(g.capability)) end
   db:begin()
-  local row = db:process_upsert({ name = pos[1], mode = mode, content = o.content or "",
+  local row = ok_or_fail(db:process_upsert({ name = pos[1], mode = mode, content = o.content or "",
     executor = o.executor or "llm", model = o.model, priority = o.priority or 0,
     max_duration_ms = o["max-duration-ms"], max_retries = o["max-retries"],
     required_tags = o["required-tag"] and array(o["required-tag"]), idle_timeout_ms = idle,
-    status = mode == "daemon" and "waiting" or "runnable" })
-  for _, g in ipairs(grants) do assert(db:grant_add(row.id, g)) end
+    status = mode == "daemon" and "waiting" or "runnable", grants = grants }))
   for _, ch in ipairs(o.handler or {}) do
     db:channel_create(ch)
     assert(db:handler_add(row.id, ch))

@@ -64,13 +64,12 @@ function M.run_prompt(sh, text, o)
   -- One transaction: a running node never sees the process runnable and unclaimed.
   db:begin()
   local ok, err = pcall(function()
-    p = db:process_upsert({ name = name, mode = "one_shot", executor = "llm", status = "runnable",
-      tty = o.tty ~= false, content = prelude .. text })
+    local grants = {}
     for _, cap in ipairs(db:capability_list()) do
-      if cap.enabled ~= false then
-        db:grant_add(p.id, { capability = cap.name, name = cap.name, config = {} })
-      end
+      if cap.enabled ~= false then grants[#grants + 1] = { capability = cap.name, name = cap.name } end
     end
+    p = assert(db:process_upsert({ name = name, mode = "one_shot", executor = "llm", status = "runnable",
+      tty = o.tty ~= false, content = prelude .. text, grants = grants }))
     run = db:dispatch(p.id, id)
     if not run then error("process '" .. name .. "' could not be dispatched", 0) end
   end)

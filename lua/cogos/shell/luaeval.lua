@@ -71,19 +71,12 @@ function Eval:sandbox()
   if self.sb then return self.sb end
   local db = self.sh.db
   local grants = self:grants()
-  local by_name = {}
-  for _, g in ipairs(grants) do by_name[g.name] = g end
-  local process = self:process()
   self.sb = core.sandbox.new({
     memory = M.LIMITS.memory, instructions = M.LIMITS.instructions,
     deadline_ms = M.LIMITS.deadline_ms, output = M.LIMITS.output,
     grants = caps.sandbox_grants(grants),
-    dispatch = function(grant_name, method, ...)
-      local g = by_name[grant_name]
-      local ctx = { db = db, process = process, cogent_dir = self.sh.cogent_dir, executor = "lua", run_state = {},
-        grant = { name = g.name, type = g.type, config = g.config } }
-      return g.module.methods[method].fn(ctx, ...)
-    end,
+    dispatch = caps.dispatcher(grants, { db = db, process = self:process(), cogent_dir = self.sh.cogent_dir,
+      executor = "lua", run_state = {} }),
   })
   return self.sb
 end
