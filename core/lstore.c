@@ -75,7 +75,7 @@ static int l_store_tostring (lua_State *L) {
 static int l_store_migrate (lua_State *L) {
   store_t *s = db_arg(L);
   int version;
-  if (store_migrate(s, &version) < 0) return store_push_fail(s, L);
+  if (store_migrate(s, (int)luaL_optinteger(L, 2, 0), &version) < 0) return store_push_fail(s, L);
   lua_pushinteger(L, version);
   return 1;
 }

@@ -5,7 +5,7 @@
  * Lua API (core.store), all names are the data model's field names:
  *
  *   db, err = core.store.open(path [, {synchronous = "normal"|"full"}])
- *   db:close()                 db:migrate() -> schema version
+ *   db:close()                 db:migrate([to]) -> schema version (upgrades to `to`, default the latest)
  *   db:begin() db:commit() db:rollback()   nestable; only the outermost commits
  *   db:wipe()                  delete everything, epoch back to 0
  *   db:reboot() -> {epoch=, prev_epoch=, prev_process_count=, disabled=n}

@@ -65,17 +65,16 @@ static void push_write_result (lua_State *L, const char *id, const char *key, in
   lua_setfield(L, -2, "changed");
 }
 
-static int insert_version (store_t *s, const char *file_id, int64_t version, const char *content, size_t n,
+static int insert_version (store_t *s, int64_t file_n, int64_t version, const char *content, size_t n,
                            const char *source, int read_only, const char *run_id, const char *now) {
   store_id id;
   store_q *q = store_q_get(
-      s,
-      "INSERT INTO file_version (id, file_id, version, content, source, read_only, run_id, size, created_at) "
-      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      s, "INSERT INTO file_version (id, file, version, content, source, read_only, run_id, size, created_at) "
+         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (q == NULL) return -1;
   store_uuid(s, id);
   store_bind_text(s, q, 1, id);
-  store_bind_text(s, q, 2, file_id);
+  store_bind_int(s, q, 2, file_n);
   store_bind_int(s, q, 3, version);
   store_bind_ltext(s, q, 4, content, n);
   store_bind_text(s, q, 5, source);
@@ -107,20 +106,20 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
 
   store_id file_id;
   char now[STORE_TS_LEN + 1];
-  int64_t version = 1;
+  int64_t version = 1, file_n = 0;
   int created = 0, changed = 1;
   store_now(s, now);
   if (store_op_begin(s) < 0) return store_push_fail(s, L);
   store_q *q = store_q_get(
-      s,
-      "SELECT f.id, f.version, v.content, (SELECT MAX(version) FROM file_version WHERE file_id = f.id) "
-      "FROM file f LEFT JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
+      s, "SELECT f.id, f.version, v.content, (SELECT MAX(version) FROM file_version WHERE file = f.n), f.n "
+         "FROM file f LEFT JOIN file_version v ON v.file = f.n AND v.version = f.version WHERE f.key = ?");
   if (q == NULL) goto fail;
   store_bind_text(s, q, 1, key);
   int rc = store_step(s, q);
   if (rc == STORE_ERR) goto fail;
   if (rc == STORE_ROW) {
     store_col_copy(s, q, 0, file_id, sizeof file_id);
+    file_n = store_col_int(s, q, 4);
     size_t alen;
     const char *active = store_col_text(s, q, 2, &alen);
     if (active && alen == n && memcmp(active, content, n) == 0) {
@@ -134,8 +133,14 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
   }
   store_reset(s, q);
   if (created) {
-    q = store_q_get(
-        s, "INSERT INTO file (id, key, version, includes, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?)");
+    q = store_q_get(s, "SELECT COALESCE(MAX(n), 0) + 1 FROM file");
+    if (q == NULL) goto fail;
+    rc = store_step(s, q);
+    if (rc == STORE_ROW) file_n = store_col_int(s, q, 0);
+    store_reset(s, q);
+    if (rc != STORE_ROW) goto fail;
+    q = store_q_get(s, "INSERT INTO file (id, key, version, includes, created_at, updated_at, n) "
+                       "VALUES (?, ?, 1, ?, ?, ?, ?)");
     if (q == NULL) goto fail;
     store_uuid(s, file_id);
     store_bind_text(s, q, 1, file_id);
@@ -143,6 +148,7 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
     store_bind_ltext(s, q, 3, inc, inclen);
     store_bind_text(s, q, 4, now);
     store_bind_text(s, q, 5, now);
+    store_bind_int(s, q, 6, file_n);
     if (store_exec_q(s, q) < 0) goto fail;
   } else if (changed) {
     q = store_q_get(s, "UPDATE file SET version = ?, includes = ?, updated_at = ? WHERE id = ?");
@@ -153,7 +159,7 @@ int store_m_file_write (store_t *s, lua_State *L, const char *key, int content_i
     store_bind_text(s, q, 4, file_id);
     if (store_exec_q(s, q) < 0) goto fail;
   }
-  if (changed && insert_version(s, file_id, version, content, n, source, read_only, run_id, now) < 0)
+  if (changed && insert_version(s, file_n, version, content, n, source, read_only, run_id, now) < 0)
     goto fail;
   if (store_op_commit(s) < 0) return store_push_fail(s, L);
   push_write_result(L, file_id, key, version, created, changed);
@@ -168,7 +174,7 @@ int store_m_file_get (store_t *s, lua_State *L, const char *key) {
       s, "SELECT f.id AS id, f.key AS key, f.includes AS includes, f.created_at AS created_at, "
          "f.updated_at AS updated_at, v.version AS version, v.content AS content, v.source AS source, "
          "v.read_only AS read_only, v.run_id AS run_id, v.size AS size, v.created_at AS version_created_at "
-         "FROM file f JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key = ?");
+         "FROM file f JOIN file_version v ON v.file = f.n AND v.version = f.version WHERE f.key = ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, key);
   int r = store_push_one(s, L, q);
@@ -200,7 +206,7 @@ int store_m_file_list (store_t *s, lua_State *L, int t) {
   }
 #define FILE_LIST_COLS                                                                     \
   "SELECT f.key AS key, v.version AS version, f.updated_at AS updated_at, v.size AS size " \
-  "FROM file f JOIN file_version v ON v.file_id = f.id AND v.version = f.version WHERE f.key >= ? "
+  "FROM file f JOIN file_version v ON v.file = f.n AND v.version = f.version WHERE f.key >= ? "
   store_q *q = bounded ? store_q_get(s, FILE_LIST_COLS "AND f.key < ? ORDER BY f.key LIMIT ?")
                        : store_q_get(s, FILE_LIST_COLS "ORDER BY f.key LIMIT ?");
   if (q == NULL) return store_push_fail(s, L);
@@ -212,12 +218,12 @@ int store_m_file_list (store_t *s, lua_State *L, int t) {
 }
 
 int store_m_file_history (store_t *s, lua_State *L, const char *key) {
-  store_q *q = store_q_get(s, "SELECT id FROM file WHERE key = ?");
+  store_q *q = store_q_get(s, "SELECT n FROM file WHERE key = ?");
   if (q == NULL) return store_push_fail(s, L);
   store_bind_text(s, q, 1, key);
-  store_id file_id;
+  int64_t file_n = 0;
   int rc = store_step(s, q);
-  if (rc == STORE_ROW) store_col_copy(s, q, 0, file_id, sizeof file_id);
+  if (rc == STORE_ROW) file_n = store_col_int(s, q, 0);
   store_reset(s, q);
   if (rc == STORE_ERR) return store_push_fail(s, L);
   if (rc == STORE_DONE) {
@@ -228,10 +234,10 @@ int store_m_file_history (store_t *s, lua_State *L, const char *key) {
   q = store_q_get(
       s, "SELECT v.id AS id, v.version AS version, v.content AS content, v.source AS source, "
          "v.read_only AS read_only, v.version = f.version AS is_active, v.run_id AS run_id, v.size AS size, "
-         "v.created_at AS created_at FROM file_version v JOIN file f ON f.id = v.file_id "
-         "WHERE v.file_id = ? ORDER BY v.version");
+         "v.created_at AS created_at FROM file_version v JOIN file f ON f.n = v.file "
+         "WHERE v.file = ? ORDER BY v.version");
   if (q == NULL) return store_push_fail(s, L);
-  store_bind_text(s, q, 1, file_id);
+  store_bind_int(s, q, 1, file_n);
   if (store_push_rows(s, L, q) < 0) return store_push_fail(s, L);
   return 1;
 }

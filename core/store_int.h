@@ -400,7 +400,9 @@ int store_table_sql(store_t *s);
 
 /* {============ migrations (store_schema.c) */
 
-int store_migrate(store_t *s, int *version);
+/* Upgrades the schema to version `to` (0: the latest); never downgrades.
+ * *version: the version now. */
+int store_migrate(store_t *s, int to, int *version);
 /* Deletes every row, keeps the schema version, sets the epoch to 0. */
 int store_wipe(store_t *s);
 

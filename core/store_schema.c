@@ -346,7 +346,33 @@ static const char v3[] =
     "DROP TABLE process_capability;\n"
     "ALTER TABLE process_capability_v3 RENAME TO process_capability;\n";
 
-static const char *const migrations[] = {v1, v2, v3};
+/* Version 4: versions in the order they are written (a rowid table), found by
+ * (file, version) through an index of small integers: n numbers the files. A
+ * commit of many writes round-robin over many files then touches a few pages
+ * instead of one per file (rows clustered by a 36-byte file id). */
+static const char v4[] =
+    "ALTER TABLE file ADD COLUMN n INTEGER;\n"
+    "UPDATE file SET n = r.n FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM file) r "
+    "WHERE r.id = file.id;\n"
+    "CREATE UNIQUE INDEX file_n ON file (n);\n"
+    "CREATE TABLE file_version_v4 ("
+    " file INTEGER NOT NULL REFERENCES file (n) ON DELETE CASCADE,"
+    " version INTEGER NOT NULL,"
+    " id TEXT NOT NULL,"
+    " content TEXT NOT NULL,"
+    " source TEXT,"
+    " read_only INTEGER NOT NULL DEFAULT 0,"
+    " run_id TEXT,"
+    " size INTEGER NOT NULL DEFAULT 0,"
+    " created_at TEXT NOT NULL,"
+    " UNIQUE (file, version));\n"
+    "INSERT INTO file_version_v4 (file, version, id, content, source, read_only, run_id, size, created_at) "
+    "SELECT f.n, v.version, v.id, v.content, v.source, v.read_only, v.run_id, v.size, v.created_at "
+    "FROM file_version v JOIN file f ON f.id = v.file_id ORDER BY v.created_at, v.version;\n"
+    "DROP TABLE file_version;\n"
+    "ALTER TABLE file_version_v4 RENAME TO file_version;\n";
+
+static const char *const migrations[] = {v1, v2, v3, v4};
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 static int meta_put (store_t *s, const char *key, const char *value) {
@@ -375,8 +401,11 @@ static int schema_version (store_t *s, int *version) {
   return rc == STORE_ERR ? -1 : 0;
 }
 
-int store_migrate (store_t *s, int *version) {
+int store_migrate (store_t *s, int to, int *version) {
   if (s->depth > 0) return store_failf(s, "store: migrate inside a transaction");
+  if (to < 0 || to > NMIGRATIONS)
+    return store_failf(s, "store: no schema version %d (1 to %d)", to, NMIGRATIONS);
+  if (to == 0) to = NMIGRATIONS;
   if (s->drv->exec(
           s,
           "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT, updated_at TEXT) WITHOUT ROWID") <
@@ -387,7 +416,7 @@ int store_migrate (store_t *s, int *version) {
   if (v > NMIGRATIONS)
     return store_failf(s, "store: the database has schema version %d, newer than this cogos (%d)", v,
                        NMIGRATIONS);
-  for (; v < NMIGRATIONS; v++) {
+  for (; v < to; v++) {
     char text[16];
     snprintf(text, sizeof text, "%d", v + 1);
     if (store_op_begin(s) < 0) return -1;
@@ -540,7 +569,7 @@ int store_m_clear_config (store_t *s, lua_State *L) {
       "DELETE FROM capability",
       "UPDATE schema SET file_id = NULL WHERE file_id IN (SELECT id FROM file WHERE "
       "key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%')",
-      "DELETE FROM file_version WHERE file_id IN (SELECT id FROM file WHERE "
+      "DELETE FROM file_version WHERE file IN (SELECT n FROM file WHERE "
       "key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%')",
       "DELETE FROM file WHERE key LIKE 'mnt/boot/%' OR key LIKE 'mnt/repo/%'",
   };

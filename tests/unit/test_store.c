@@ -28,8 +28,9 @@ static int first_value (void *ud, int n, char **vals, char **names) {
 
 static int l_sql (lua_State *L) {
   const char *q = luaL_checkstring(L, 1);
+  const char *path = luaL_optstring(L, 2, dbpath);
   sqlite3 *db;
-  if (sqlite3_open(dbpath, &db) != SQLITE_OK) return luaL_error(L, "sql: cannot open");
+  if (sqlite3_open(path, &db) != SQLITE_OK) return luaL_error(L, "sql: cannot open");
   sqlite3_busy_timeout(db, 5000);
   char *val = NULL, *err = NULL;
   int rc = sqlite3_exec(db, q, first_value, &val, &err);
@@ -87,7 +88,7 @@ static const char *prelude =
     "json = require 'json'\n"
     "store = require 'store'\n"
     "db = assert(store.open(DBPATH))\n"
-    "assert(db:migrate() == 3)\n"
+    "assert(db:migrate() == 4)\n"
     "function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end\n"
     "function fails(expected, v, err)\n"
     "  if v ~= nil then return false end\n"
@@ -156,8 +157,8 @@ static void done (lua_State *L) {
 TEST(test_open_migrate_meta) {
   lua_State *L = new_state();
   run(L,
-      "check(db:migrate() == 3)\n" /* idempotent */
-      "check(db:meta_get('schema_version') == '3') check(db:meta_get('epoch') == '0')\n"
+      "check(db:migrate() == 4)\n" /* idempotent */
+      "check(db:meta_get('schema_version') == '4') check(db:meta_get('epoch') == '0')\n"
       "check(db:meta_get('nope') == nil)\n"
       "check(db:meta_set('k', 'v') == true and db:meta_get('k') == 'v')\n"
       "db:meta_set('k', 'w') check(db:meta_get('k') == 'w')\n"
@@ -545,7 +546,7 @@ TEST(test_files) {
       "local back = db:file_write('notes/a', 'one'); check(back.version == 3 and back.changed)\n" /* compares the active one */
       "local hist = db:file_history('notes/a'); local act = 0 for _, v in ipairs(hist) do if v.is_active then act = act + 1 end end\n"
       "check(act == 1 and hist[3].is_active and #hist == 3)\n"
-      "check(tonumber(sql(\"SELECT count(*) FROM file_version WHERE file_id = '\" .. w.id .. \"'\")) == 3)\n"
+      "check(tonumber(sql(\"SELECT count(*) FROM file_version v JOIN file f ON f.n = v.file WHERE f.id = '\" .. w.id .. \"'\")) == 3)\n"
       /* includes */
       "db:file_write('p', 'see @{notes/a} and @{ b } and @{notes/a} and @{p} and @{} and @{x\\ny} @{c')\n"
       "local inc = db:file_get('p').includes; check(#inc == 2 and inc[1] == 'notes/a' and inc[2] == 'b')\n"
@@ -561,7 +562,7 @@ TEST(test_files) {
       "check(fails(\"unknown file 'notes/a'\", db:file_get('notes/a')))\n"
       "check(fails(\"unknown file 'notes/a'\", db:file_history('notes/a')))\n"
       "check(fails(\"unknown file 'notes/a'\", db:file_delete('notes/a')))\n"
-      "check(sql(\"SELECT count(*) FROM file_version WHERE file_id = '\" .. w.id .. \"'\") == '0')\n"
+      "check(sql('SELECT count(*) FROM file_version WHERE file NOT IN (SELECT n FROM file)') == '0')\n"
       "check(fails('file key must not be empty', db:file_write('', 'x')))\n"
       "check(raises('string expected', db.file_write, db, 'k', 5))\n"
       "local big = string.rep('x', 100000); db:file_write('big', big); check(db:file_get('big').content == big)\n"
@@ -614,27 +615,37 @@ TEST(test_capabilities_grants) {
   done(L);
 }
 
-/* Version 3 re-keys grants by (process, name): a version-2 database keeps them. */
-TEST(test_migrate_v3_grants) {
+/* An older database keeps its data through every later migration. */
+TEST(test_migrations_keep_data) {
   lua_State *L = new_state();
   run(L,
-      "db:capability_upsert{name = 'files'}\n"
-      "local p = daemon('p')\n"
-      "local g = assert(db:grant_add('p', {capability = 'files', name = 'notes', config = {prefix = 'n/'}}))\n"
-      /* back to the version-2 table, as an older cogos left it */
-      "sql([[CREATE TABLE pc2 (id TEXT PRIMARY KEY, process TEXT NOT NULL REFERENCES process (id) ON DELETE CASCADE,\n"
-      "  capability TEXT NOT NULL REFERENCES capability (id) ON DELETE CASCADE, name TEXT NOT NULL,\n"
-      "  config TEXT NOT NULL DEFAULT '{}', epoch INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,\n"
-      "  UNIQUE (process, name)) WITHOUT ROWID;\n"
-      "  INSERT INTO pc2 SELECT id, process, capability, name, config, epoch, created_at FROM process_capability;\n"
-      "  DROP TABLE process_capability; ALTER TABLE pc2 RENAME TO process_capability;\n"
-      "  CREATE INDEX process_capability_capability ON process_capability (capability);\n"
-      "  UPDATE meta SET value = '2' WHERE key = 'schema_version';]])\n"
-      "check(db:migrate() == 3 and db:meta_get('schema_version') == '3')\n"
-      "local gs = db:grants('p'); check(#gs == 1 and gs[1].id == g.id and gs[1].config.prefix == 'n/')\n"
+      "local path = DBPATH .. '-old'\n"
+      "os.remove(path) os.remove(path .. '-wal') os.remove(path .. '-shm')\n"
+      "local old = assert(store.open(path))\n"
+      "check(old:migrate(2) == 2 and old:meta_get('schema_version') == '2')\n"
+      "check(fails('store: no schema version 9 (1 to 4)', old:migrate(9)))\n"
+      /* version 2: grants keyed by id, versions keyed by (file id, version) */
+      "old:capability_upsert{name = 'files'}\n"
+      "local p = assert(old:process_upsert{name = 'p', mode = 'daemon'})\n"
+      "local g = assert(old:grant_add('p', {capability = 'files', name = 'notes', config = {prefix = 'n/'}}))\n"
+      "sql([[INSERT INTO file (id, key, version, created_at, updated_at) VALUES\n"
+      "  ('f1', 'a', 2, '2026-01-01', '2026-01-02'), ('f2', 'b', 1, '2026-01-03', '2026-01-03');\n"
+      "  INSERT INTO file_version (id, file_id, version, content, size, created_at) VALUES\n"
+      "  ('v1', 'f1', 1, 'one', 3, '2026-01-01'), ('v2', 'f1', 2, 'two', 3, '2026-01-02'),\n"
+      "  ('v3', 'f1', 3, 'three', 5, '2026-01-02'), ('v4', 'f2', 1, 'bee', 3, '2026-01-03');]], path)\n"
+      "check(old:migrate() == 4 and old:meta_get('schema_version') == '4')\n"
+      "local gs = old:grants('p'); check(#gs == 1 and gs[1].id == g.id and gs[1].config.prefix == 'n/')\n"
       "check(gs[1].created_at == g.created_at and gs[1].capability == 'files')\n"
-      "check(sql(\"SELECT count(*) FROM sqlite_master WHERE name = 'process_capability_capability'\") == '0')\n"
-      "check(db:grant_add('p', {capability = 'files', name = 'notes', config = {}}).id == g.id)\n");
+      "check(sql(\"SELECT count(*) FROM sqlite_master WHERE name = 'process_capability_capability'\", path) == '0')\n"
+      "check(old:grant_add('p', {capability = 'files', name = 'notes', config = {}}).id == g.id)\n"
+      "local a = old:file_get('a'); check(a.id == 'f1' and a.version == 2 and a.content == 'two')\n"
+      "local h = old:file_history('a'); check(#h == 3 and h[3].content == 'three' and h[2].is_active and h[1].id == 'v1')\n"
+      "check(old:file_get('b').content == 'bee')\n"
+      "local w = assert(old:file_write('a', 'four')); check(w.version == 4 and w.changed)\n"
+      "local c = assert(old:file_write('c', 'sea')); check(c.created and old:file_get('c').content == 'sea')\n"
+      "check(sql(\"SELECT n FROM file WHERE key = 'c'\", path) == '3')\n"
+      "check(old:file_delete('a') and sql('SELECT count(*) FROM file_version', path) == '2')\n"
+      "old:close()\n");
   done(L);
 }
 
@@ -781,7 +792,7 @@ TEST(test_epochs_wipe) {
       "check(#db:process_list{all_epochs = true, status = 'runnable'} == 2)\n"
       "check(#db:handler_list() == 1)\n"
       "check(db:wipe() == true)\n"
-      "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '3')\n"
+      "check(db:meta_get('epoch') == '0' and db:meta_get('schema_version') == '4')\n"
       "check(#db:process_list{all_epochs = true} == 0 and #db:channel_list() == 0 and #db:file_list() == 0)\n"
       "check(sql('SELECT count(*) FROM channel_message') == '0' and sql('SELECT count(*) FROM delivery') == '0')\n"
       "check(daemon('p').epoch == 0)\n"
@@ -1327,7 +1338,7 @@ int main (void) {
   RUN(test_recover);
   RUN(test_files);
   RUN(test_capabilities_grants);
-  RUN(test_migrate_v3_grants);
+  RUN(test_migrations_keep_data);
   RUN(test_channels_handlers);
   RUN(test_io_channels);
   RUN(test_group_commit);
