@@ -184,9 +184,11 @@ int store_m_process_upsert (store_t *s, lua_State *L, int t) {
   /* grants: given with the process, written in the same operation. */
   int grants = lua_getfield(L, t, "grants") == LUA_TNIL ? 0 : lua_absindex(L, -1);
   if (grants) {
-    if (lua_type(L, grants) != LUA_TTABLE)
-      return luaL_error(L, "process_upsert: field 'grants' must be a list");
-    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, grants); i <= n; i++) {
+    lua_Integer n = lua_type(L, grants) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, grants) : -1;
+    for (lua_pushnil(L); n >= 0 && lua_next(L, grants); lua_pop(L, 1))
+      if (!lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 || lua_tointeger(L, -2) > n) n = -1;
+    if (n < 0) return luaL_error(L, "process_upsert: field 'grants' must be a list");
+    for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, grants, i);
       grant_check(L, -1, "process_upsert");
       lua_pop(L, 1);

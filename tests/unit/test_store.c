@@ -607,6 +607,7 @@ TEST(test_capabilities_grants) {
       "check(sql(\"SELECT count(*) FROM process_capability\") == '4')\n"
       "check(raises(\"'capability' is required\", db.process_upsert, db, {name = 'r', grants = {{name = 'x'}}}))\n"
       "check(raises('must be a list', db.process_upsert, db, {name = 'r', grants = 'files'}))\n"
+      "check(raises('must be a list', db.process_upsert, db, {name = 'r', grants = {files = {capability = 'files'}}}))\n"
       "check(raises('config must be a table', db.process_upsert, db, {name = 'r', grants = {{capability = 'files', config = 'x'}}}))\n"
       /* a re-grant through process_upsert keeps the grant's identity */
       "local before = gs[1]\n"
