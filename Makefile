@@ -62,7 +62,7 @@ $(BUILD)/cogos: $(BUILD)/obj/main.o $(CORE_OBJ)
 $(BUILD)/cogtainer $(BUILD)/cogent: $(BUILD)/cogos
 	@ln -sf cogos $@
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(CORE_OBJ) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/*.h $(CORE_OBJ) | $(BUILD)/tests
 	$(CC) $(CFLAGS) -Icore $< $(CORE_OBJ) $(LDFLAGS) $(LDLIBS) -o $@
 
 run: all

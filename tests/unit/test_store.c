@@ -1,54 +1,8 @@
 /* test_store.c — the store through its Lua API: every rule of the data model,
  * transactions, errors; raw SQL (a second connection) checks what the API hides. */
-#include "json.h"
-#include "lcore.h"
-#include "store.h"
-#include "unit.h"
-
-#include <lauxlib.h>
-#include <lualib.h>
-#include <sqlite3.h>
-
-#include <stdlib.h>
-#include <unistd.h>
-
-static char dir[] = "/tmp/cogos-test-store-XXXXXX";
-static char dbpath[256];
-static int ndb;
+#include "unit_db.h"
 
 /* {============ harness */
-
-/* sql(query) -> the first column of the first row (text) or nil, on a second connection. */
-static int first_value (void *ud, int n, char **vals, char **names) {
-  (void)names;
-  char **out = ud;
-  if (*out == NULL && n > 0 && vals[0]) *out = strdup(vals[0]);
-  return 0;
-}
-
-static int l_sql (lua_State *L) {
-  const char *q = luaL_checkstring(L, 1);
-  const char *path = luaL_optstring(L, 2, dbpath);
-  sqlite3 *db;
-  if (sqlite3_open(path, &db) != SQLITE_OK) return luaL_error(L, "sql: cannot open");
-  sqlite3_busy_timeout(db, 5000);
-  char *val = NULL, *err = NULL;
-  int rc = sqlite3_exec(db, q, first_value, &val, &err);
-  sqlite3_close(db);
-  if (rc != SQLITE_OK) {
-    lua_pushfstring(L, "sql: %s", err ? err : "?");
-    sqlite3_free(err);
-    free(val);
-    return lua_error(L);
-  }
-  if (val) {
-    lua_pushstring(L, val);
-    free(val);
-  } else {
-    lua_pushnil(L);
-  }
-  return 1;
-}
 
 static int l_group_open (lua_State *L) {
   store_group_open(store_check(L, 1));
@@ -109,20 +63,12 @@ static const char *prelude =
     "function pending(pid) return tonumber(sql(\"SELECT count(*) FROM delivery WHERE status = 'pending' AND process = '\" .. pid .. \"'\")) end\n";
 
 static lua_State *new_state (void) {
-  snprintf(dbpath, sizeof dbpath, "%s/t%d.db", dir, ++ndb);
   lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "json", json_luaopen, 0);
-  luaL_requiref(L, "store", store_luaopen, 0);
-  lua_pop(L, 2);
-  lua_register(L, "check", unit_lua_check);
-  lua_register(L, "sql", l_sql);
+  unit_db_openlibs(L);
   lua_register(L, "wakes", l_wakes);
   lua_register(L, "group_open", l_group_open);
   lua_register(L, "group_close", l_group_close);
   lua_register(L, "sleep_ms", l_sleep_ms);
-  lua_pushstring(L, dbpath);
-  lua_setglobal(L, "DBPATH");
   if (luaL_dostring(L, prelude) != LUA_OK) {
     fprintf(stderr, "prelude: %s\n", lua_tostring(L, -1));
     exit(1);
@@ -144,12 +90,7 @@ static void run (lua_State *L, const char *code) {
 
 static void done (lua_State *L) {
   lua_close(L);
-  char p[300];
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
-    unlink(p);
-  }
+  unit_db_remove(dbpath);
 }
 
 /* }============ */
@@ -619,9 +560,10 @@ TEST(test_capabilities_grants) {
 /* An older database keeps its data through every later migration. */
 TEST(test_migrations_keep_data) {
   lua_State *L = new_state();
+  char dbpath_old[300];
+  snprintf(dbpath_old, sizeof dbpath_old, "%s-old", dbpath);
   run(L,
       "local path = DBPATH .. '-old'\n"
-      "os.remove(path) os.remove(path .. '-wal') os.remove(path .. '-shm')\n"
       "local old = assert(store.open(path))\n"
       "check(old:migrate(2) == 2 and old:meta_get('schema_version') == '2')\n"
       "check(fails('store: no schema version 9 (1 to 4)', old:migrate(9)))\n"
@@ -647,6 +589,7 @@ TEST(test_migrations_keep_data) {
       "check(sql(\"SELECT n FROM file WHERE key = 'c'\", path) == '3')\n"
       "check(old:file_delete('a') and sql('SELECT count(*) FROM file_version', path) == '2')\n"
       "old:close()\n");
+  unit_db_remove(dbpath_old);
   done(L);
 }
 
@@ -870,17 +813,9 @@ static int l_setlimit (lua_State *L) {
 }
 
 TEST(test_lua_errors_inside_rules) {
-  snprintf(dbpath, sizeof dbpath, "%s/t%d.db", dir, ++ndb);
   lua_State *L = lua_newstate(limited_alloc, NULL);
-  luaL_openlibs(L);
-  luaL_requiref(L, "json", json_luaopen, 0);
-  luaL_requiref(L, "store", store_luaopen, 0);
-  lua_pop(L, 2);
-  lua_register(L, "check", unit_lua_check);
-  lua_register(L, "sql", l_sql);
+  unit_db_openlibs(L);
   lua_register(L, "setlimit", l_setlimit);
-  lua_pushstring(L, dbpath);
-  lua_setglobal(L, "DBPATH");
   run(L, prelude);
   run(L,
       "db:channel_create('in') daemon('d') db:handler_add('d', 'in')\n"
@@ -923,12 +858,7 @@ TEST(test_lua_errors_inside_rules) {
       "check(db:begin() and db:commit())\n"
       "check(db:file_write('k', 'v').created)\n");
   lua_close(L);
-  char p[300];
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
-    unlink(p);
-  }
+  unit_db_remove(dbpath);
 }
 
 TEST(test_lifecycle) {
@@ -1323,10 +1253,7 @@ TEST(test_reboot_clear_config) {
 /* }============ */
 
 int main (void) {
-  if (mkdtemp(dir) == NULL) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (unit_db_begin("store") < 0) return 1;
   RUN(test_open_migrate_meta);
   RUN(test_process_upsert);
   RUN(test_set_status);
@@ -1359,6 +1286,6 @@ int main (void) {
   RUN(test_cron);
   RUN(test_reap_heartbeat);
   RUN(test_reboot_clear_config);
-  rmdir(dir);
+  unit_db_end();
   return unit_report();
 }

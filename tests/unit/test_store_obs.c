@@ -1,35 +1,5 @@
 /* test_store_obs.c — run events, alerts and budgets through the db's Lua API. */
-#include "json.h"
-#include "lcore.h"
-#include "store.h"
-#include "unit.h"
-
-#include <lauxlib.h>
-#include <lualib.h>
-#include <sqlite3.h>
-
-#include <stdlib.h>
-#include <unistd.h>
-
-static char dir[] = "/tmp/cogos-test-obs-XXXXXX";
-static char dbpath[256];
-static int ndb;
-
-/* sql(statement): runs it on a second connection (what the API hides). */
-static int l_sql (lua_State *L) {
-  sqlite3 *db;
-  if (sqlite3_open(dbpath, &db) != SQLITE_OK) return luaL_error(L, "sql: cannot open");
-  sqlite3_busy_timeout(db, 5000);
-  char *err = NULL;
-  int rc = sqlite3_exec(db, luaL_checkstring(L, 1), NULL, NULL, &err);
-  sqlite3_close(db);
-  if (rc != SQLITE_OK) {
-    lua_pushfstring(L, "sql: %s", err ? err : "?");
-    sqlite3_free(err);
-    return lua_error(L);
-  }
-  return 0;
-}
+#include "unit_db.h"
 
 static const char *prelude =
     "store = require 'store'\n"
@@ -41,27 +11,14 @@ static const char *prelude =
     "end\n";
 
 static void run (const char *code) {
-  snprintf(dbpath, sizeof dbpath, "%s/t%d.db", dir, ++ndb);
   lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "json", json_luaopen, 0);
-  luaL_requiref(L, "store", store_luaopen, 0);
-  lua_pop(L, 2);
-  lua_register(L, "check", unit_lua_check);
-  lua_register(L, "sql", l_sql);
-  lua_pushstring(L, dbpath);
-  lua_setglobal(L, "DBPATH");
+  unit_db_openlibs(L);
   if (luaL_dostring(L, prelude) != LUA_OK || luaL_dostring(L, code) != LUA_OK) {
     unit_failed++;
     fprintf(stderr, "FAIL %s: Lua error: %s\n", unit_current, lua_tostring(L, -1));
   }
   lua_close(L);
-  char p[300];
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
-    unlink(p);
-  }
+  unit_db_remove(dbpath);
 }
 
 TEST(test_events) {
@@ -145,13 +102,10 @@ TEST(test_budgets) {
 }
 
 int main (void) {
-  if (mkdtemp(dir) == NULL) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (unit_db_begin("obs") < 0) return 1;
   RUN(test_events);
   RUN(test_alerts);
   RUN(test_budgets);
-  rmdir(dir);
+  unit_db_end();
   return unit_report();
 }

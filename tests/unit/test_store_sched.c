@@ -1,50 +1,7 @@
 /* test_store_sched.c — scheduling rules through the db's Lua API: the executor
  * registry and required_tags (T6/T7), idle reaping (idle_timeout_ms), the
  * throttle cooldown. */
-#include "json.h"
-#include "lcore.h"
-#include "store.h"
-#include "unit.h"
-
-#include <lauxlib.h>
-#include <lualib.h>
-#include <sqlite3.h>
-
-#include <stdlib.h>
-#include <unistd.h>
-
-static char dir[] = "/tmp/cogos-test-sched-XXXXXX";
-static char dbpath[256];
-static int ndb;
-
-/* sql(query) -> the first column of the first row (text) or nil, on a second connection. */
-static int first_value (void *ud, int n, char **vals, char **names) {
-  (void)names;
-  char **out = ud;
-  if (*out == NULL && n > 0 && vals[0]) *out = strdup(vals[0]);
-  return 0;
-}
-
-static int l_sql (lua_State *L) {
-  sqlite3 *db;
-  if (sqlite3_open(dbpath, &db) != SQLITE_OK) return luaL_error(L, "sql: cannot open");
-  sqlite3_busy_timeout(db, 5000);
-  char *val = NULL, *err = NULL;
-  int rc = sqlite3_exec(db, luaL_checkstring(L, 1), first_value, &val, &err);
-  sqlite3_close(db);
-  if (rc != SQLITE_OK) {
-    lua_pushfstring(L, "sql: %s", err ? err : "?");
-    sqlite3_free(err);
-    free(val);
-    return lua_error(L);
-  }
-  if (val)
-    lua_pushstring(L, val);
-  else
-    lua_pushnil(L);
-  free(val);
-  return 1;
-}
+#include "unit_db.h"
 
 static int nwoken;
 
@@ -86,18 +43,10 @@ static const char *prelude =
     "function status(name) return db:process_get(name).status end\n";
 
 static void run (const char *code) {
-  snprintf(dbpath, sizeof dbpath, "%s/t%d.db", dir, ++ndb);
   lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_requiref(L, "json", json_luaopen, 0);
-  luaL_requiref(L, "store", store_luaopen, 0);
-  lua_pop(L, 2);
-  lua_register(L, "check", unit_lua_check);
-  lua_register(L, "sql", l_sql);
+  unit_db_openlibs(L);
   lua_register(L, "wakes", l_wakes);
   lua_register(L, "sleep_ms", l_sleep_ms);
-  lua_pushstring(L, dbpath);
-  lua_setglobal(L, "DBPATH");
   if (luaL_dostring(L, prelude) != LUA_OK) {
     unit_failed++;
     fprintf(stderr, "FAIL %s: prelude: %s\n", unit_current, lua_tostring(L, -1));
@@ -112,12 +61,7 @@ static void run (const char *code) {
     }
   }
   lua_close(L);
-  char p[300];
-  const char *suffix[] = {"", "-wal", "-shm"};
-  for (int i = 0; i < 3; i++) {
-    snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
-    unlink(p);
-  }
+  unit_db_remove(dbpath);
 }
 
 TEST(test_executor_registry) {
@@ -269,14 +213,11 @@ TEST(test_throttle_cooldown) {
 }
 
 int main (void) {
-  if (mkdtemp(dir) == NULL) {
-    perror("mkdtemp");
-    return 1;
-  }
+  if (unit_db_begin("sched") < 0) return 1;
   RUN(test_executor_registry);
   RUN(test_required_tags);
   RUN(test_idle_reaping);
   RUN(test_throttle_cooldown);
-  rmdir(dir);
+  unit_db_end();
   return unit_report();
 }
